@@ -1,2 +1,65 @@
-"""MetaQAP no-reference image quality assessment for transformers."""
+"""MetaQAP no-reference image quality assessment as a transformers model.
+
+`import metaqap_hf` registers the model with `AutoConfig`, `AutoModel`, `AutoImageProcessor` and the
+`pipeline("image-quality")` task. Where each step of scoring lives:
+
+    image file / PIL / array
+      -> image_processing_metaqap.MetaQAPImageProcessor  (decode, orientation, RGB, resize to 512x512, [0, 1])
+      -> modeling_metaqap.MetaQAPModel                    (per-backbone resize + normalisation -> backbones
+                                                           -> pooled features -> heads -> meta-learner -> score)
+      -> pipeline_image_quality.ImageQualityPipeline      (batching, devices, plain-Python results)
+      -> cli                                              (`metaqap score`: folders, progress, skipped files)
+"""
+
+from pathlib import Path
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .configuration_metaqap import LITE_BACKBONES, MetaQAPConfig
+from .image_processing_metaqap import (
+    ImageLoadError,
+    MetaQAPImageProcessor,
+    MetaQAPImageProcessorPil,
+    load_image,
+)
+from .modeling_metaqap import ImageQualityOutput, MetaQAPModel, MetaQAPPreTrainedModel
+from .pipeline_image_quality import ImageQualityPipeline
+from .remote_code import export_remote_code
+
 __version__ = "0.1.0"
+
+DEFAULT_MODEL_NAME = "metaqap-lite-biq2021"
+# The default model ships inside the package, so scoring works offline right after `pip install`.
+DEFAULT_MODEL_PATH = Path(__file__).parent / "checkpoints" / DEFAULT_MODEL_NAME
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_MODEL_PATH",
+    "ImageLoadError",
+    "ImageQualityOutput",
+    "ImageQualityPipeline",
+    "LITE_BACKBONES",
+    "MetaQAPConfig",
+    "MetaQAPImageProcessor",
+    "MetaQAPImageProcessorPil",
+    "MetaQAPModel",
+    "MetaQAPPreTrainedModel",
+    "export_remote_code",
+    "load_image",
+]
+
+AutoConfig.register(MetaQAPConfig.model_type, MetaQAPConfig, exist_ok=True)
+AutoModel.register(MetaQAPConfig, MetaQAPModel, exist_ok=True)
+AutoImageProcessor.register(
+    MetaQAPConfig,
+    image_processor_classes={"torchvision": MetaQAPImageProcessor, "pil": MetaQAPImageProcessorPil},
+    exist_ok=True,
+)
+PIPELINE_REGISTRY.register_pipeline(
+    "image-quality",
+    pipeline_class=ImageQualityPipeline,
+    pt_model=AutoModel,
+    default={"model": (str(DEFAULT_MODEL_PATH), None)},
+    type="image",
+)

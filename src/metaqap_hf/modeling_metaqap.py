@@ -1,0 +1,203 @@
+"""The MetaQAP model: several timm CNN backbones, one regression head each, and a linear meta-learner that
+combines their base scores into one quality score, all in one `forward`.
+
+    pixel_values (B, 3, H, W) in [0, 1]          <- MetaQAPImageProcessor
+      -> per backbone: resize to its image_size, normalise with its mean/std
+      -> backbone feature maps of every stage -> pooled (spatial mean [+ std]) -> head -> base score (unit scale)
+      -> meta-learner: coefficients . base scores + intercept -> score (unit scale)
+      -> mapped to the checkpoint's MOS range; std = spread of the base scores (a per-image confidence signal)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_metaqap import MetaQAPConfig
+from .losses import get_loss
+
+__all__ = ["ImageQualityOutput", "MetaQAPPreTrainedModel", "MetaQAPModel", "QualityHead", "MetaLearner"]
+
+
+@dataclass
+class ImageQualityOutput(ModelOutput):
+    """
+    Output of [`MetaQAPModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Training loss on the unit scale: the mean of every base model's loss plus the final score's loss.
+        score (`torch.FloatTensor` of shape `(batch_size,)`):
+            Predicted quality on the checkpoint's MOS scale (`config.mos_range`), higher is better.
+        base_scores (`torch.FloatTensor` of shape `(batch_size, num_backbones)`):
+            Each base model's prediction on the same scale, in `config.backbone_ids` order.
+        std (`torch.FloatTensor` of shape `(batch_size,)`):
+            Standard deviation of the base scores: how much the base models disagree about this image.
+    """
+
+    loss: torch.FloatTensor | None = None
+    score: torch.FloatTensor | None = None
+    base_scores: torch.FloatTensor | None = None
+    std: torch.FloatTensor | None = None
+
+
+class QualityHead(nn.Module):
+    """Pooled features -> one base score. Features are standardised with stored statistics first (identity until
+    fitted), which keeps a ridge fit on frozen features and gradient training in one form."""
+
+    def __init__(self, in_features: int, hidden_size: int, dropout: float):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
+        self.dropout = nn.Dropout(dropout)
+        if hidden_size:
+            self.mlp = nn.Sequential(nn.Linear(in_features, hidden_size), nn.GELU(), nn.Linear(hidden_size, 1))
+        else:
+            self.mlp = nn.Linear(in_features, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        features = (features - self.feature_mean) / self.feature_std
+        return self.mlp(self.dropout(features)).squeeze(-1)
+
+
+class MetaLearner(nn.Module):
+    """Linear stacking of base scores: `score = base_scores @ coefficients + intercept`."""
+
+    def __init__(self, num_backbones: int):
+        super().__init__()
+        self.coefficients = nn.Parameter(torch.empty(num_backbones))
+        self.intercept = nn.Parameter(torch.empty(()))
+
+    def forward(self, base_scores: torch.Tensor) -> torch.Tensor:
+        return base_scores @ self.coefficients.to(base_scores.dtype) + self.intercept.to(base_scores.dtype)
+
+
+def pool_features(feature_maps: list[torch.Tensor], pooling: str) -> torch.Tensor:
+    """Spatial mean (and std) of each stage's feature map, concatenated; computed in float32 for stability."""
+    pooled = []
+    for fmap in feature_maps:
+        fmap = fmap.float()
+        pooled.append(fmap.mean(dim=(2, 3)))
+        if pooling == "mean_std":
+            pooled.append(fmap.std(dim=(2, 3), correction=0))
+    return torch.cat(pooled, dim=1)
+
+
+class MetaQAPPreTrainedModel(PreTrainedModel):
+    config_class = MetaQAPConfig
+    base_model_prefix = "metaqap"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    # forward() has no **kwargs, so Trainer scales the loss for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Backbone layers keep timm's own initialisation (or the weights loaded over it); only our modules and
+        # the buffers timm does not save (e.g. relative position indices) are set here.
+        if isinstance(module, MetaLearner):
+            meta = self.config.meta_learner
+            init.copy_(module.coefficients, torch.tensor(meta["coefficients"], dtype=module.coefficients.dtype))
+            init.constant_(module.intercept, meta["intercept"])
+        elif isinstance(module, QualityHead):
+            init.zeros_(module.feature_mean)
+            init.ones_(module.feature_std)
+            for layer in module.modules():
+                if isinstance(layer, nn.Linear):
+                    init.normal_(layer.weight, std=0.01)
+                    init.zeros_(layer.bias)
+        elif hasattr(module, "init_non_persistent_buffers"):
+            module.init_non_persistent_buffers()
+
+
+class MetaQAPModel(MetaQAPPreTrainedModel):
+    """
+    MetaQAP no-reference image quality model. Build a fresh one from a [`MetaQAPConfig`]; load ImageNet weights
+    into its backbones with `metaqap_hf.weights.load_pretrained_backbones(model)`, or a trained checkpoint with
+    `MetaQAPModel.from_pretrained(path)`.
+    """
+
+    def __init__(self, config: MetaQAPConfig):
+        super().__init__(config)
+        self.backbones = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        for spec in config.backbones:
+            backbone = timm.create_model(spec["name"], pretrained=False, features_only=True)
+            factor = 2 if config.feature_pooling == "mean_std" else 1
+            in_features = factor * sum(backbone.feature_info.channels())
+            self.backbones.append(backbone)
+            self.heads.append(QualityHead(in_features, config.head_hidden_size, config.head_dropout))
+        self.meta_learner = MetaLearner(len(config.backbones))
+        self.post_init()
+
+    def base_features(self, pixel_values: torch.Tensor, index: int) -> torch.Tensor:
+        """Pooled multi-stage features of backbone `index` for images in [0, 1] at any size."""
+        spec = self.config.backbones[index]
+        size = spec["image_size"]
+        x = pixel_values
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(spec["mean"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(spec["std"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return pool_features(self.backbones[index]((x - mean) / std), self.config.feature_pooling)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> ImageQualityOutput | tuple:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+            RGB images scaled to [0, 1], as [`MetaQAPImageProcessor`] returns them. Any size: each backbone resizes
+            to its own `image_size` and normalises with its own statistics.
+        labels (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
+            Target MOS on the checkpoint's scale (`config.mos_range`).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        pixel_values = pixel_values.to(self.dtype)
+        base_unit = torch.stack(
+            [head(self.base_features(pixel_values, i)) for i, head in enumerate(self.heads)], dim=1
+        ).float()
+        score_unit = self.meta_learner(base_unit)
+
+        loss = None
+        if labels is not None:
+            target = self.to_unit_scale(labels.to(score_unit.device, torch.float32).view(-1))
+            loss_fn = get_loss(self.config.loss, **self.config.loss_kwargs)
+            base_losses = torch.stack([loss_fn(base_unit[:, i], target) for i in range(base_unit.shape[1])])
+            loss = base_losses.mean() + loss_fn(score_unit, target)
+
+        base_scores = self.from_unit_scale(base_unit)
+        score = self.from_unit_scale(score_unit)
+        std = base_scores.std(dim=1, correction=0)
+        if not return_dict:
+            output = (score, base_scores, std)
+            return (loss, *output) if loss is not None else output
+        return ImageQualityOutput(loss=loss, score=score, base_scores=base_scores, std=std)
+
+    def to_unit_scale(self, mos: torch.Tensor) -> torch.Tensor:
+        low, high = self.config.mos_range
+        return (mos - low) / (high - low)
+
+    def from_unit_scale(self, unit: torch.Tensor) -> torch.Tensor:
+        low, high = self.config.mos_range
+        return unit * (high - low) + low
+
+    def sync_meta_learner_config(self) -> None:
+        """Copy the meta-learner's current coefficients into the config, so the config always shows what the
+        weights do (called before every save)."""
+        coefficients = self.meta_learner.coefficients.detach().float().cpu().tolist()
+        self.config.meta_learner = {**self.config.meta_learner, "coefficients": coefficients,
+                                    "intercept": float(self.meta_learner.intercept.detach().float())}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        self.sync_meta_learner_config()
+        return super().save_pretrained(save_directory, *args, **kwargs)
