@@ -63,7 +63,7 @@ class QualityHead(nn.Module):
             self.mlp = nn.Linear(in_features, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        features = (features - self.feature_mean) / self.feature_std
+        features = (features.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
         return self.mlp(self.dropout(features)).squeeze(-1)
 
 
@@ -141,12 +141,13 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
         """Pooled multi-stage features of backbone `index` for images in [0, 1] at any size."""
         spec = self.config.backbones[index]
         size = spec["image_size"]
-        x = pixel_values
+        x = pixel_values.float()  # resize and normalise in float32 (antialiased resize has no bfloat16 kernel)
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        mean = torch.tensor(spec["mean"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(spec["std"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return pool_features(self.backbones[index]((x - mean) / std), self.config.feature_pooling)
+        mean = torch.tensor(spec["mean"], device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(spec["std"], device=x.device).view(1, 3, 1, 1)
+        x = ((x - mean) / std).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return pool_features(self.backbones[index](x), self.config.feature_pooling)
 
     def forward(
         self,
@@ -162,7 +163,6 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
             Target MOS on the checkpoint's scale (`config.mos_range`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        pixel_values = pixel_values.to(self.dtype)
         base_unit = torch.stack(
             [head(self.base_features(pixel_values, i)) for i, head in enumerate(self.heads)], dim=1
         ).float()

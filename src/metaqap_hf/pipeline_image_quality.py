@@ -71,8 +71,7 @@ class ImageQualityPipeline(Pipeline):
         return self.image_processor(images=to_pil_image(image), return_tensors="pt")
 
     def _forward(self, model_inputs):
-        pixel_values = model_inputs["pixel_values"].to(self.model.dtype)
-        return self.model(pixel_values=pixel_values)
+        return self.model(pixel_values=model_inputs["pixel_values"])
 
     def postprocess(self, model_outputs):
         base_scores = model_outputs.base_scores[0].float().tolist()

@@ -1,0 +1,446 @@
+"""Share MetaQAP checkpoints and prepared datasets on the Hugging Face Hub.
+
+- `render_model_card`: a model card from the packaged Jinja template, filled from the checkpoint's config and the
+  training / evaluation facts you pass; its `model-index` metadata carries the evaluation as `EvalResult`s.
+- `lint_card`: what is wrong with a card file (unparsable metadata or model-index, missing sections or licence,
+  leftover template markup, images it links to that are not there). `push_model` runs it before every push.
+- `push_model`: one checkpoint folder -> one model repo, in one of two modes (pick one per checkpoint):
+  *package mode* pushes weights and configs only (users `pip install metaqap-hf` and `import metaqap_hf`);
+  *remote-code mode* pushes a staged copy with the model code added by `export_remote_code`, so users load it
+  with `trust_remote_code=True` and no package. The repo mirrors the pushed folder: remote files that are not in
+  it (e.g. code left by an earlier remote-code push) are deleted in the same commit.
+- `push_dataset`: a folder written by `metaqap_hf.data.prepare_dataset` (parquet shards under `data/` and a
+  README.md card) -> one dataset repo that `datasets.load_dataset(repo_id)` reads.
+
+Nothing local is modified: staging happens in a temporary folder that is removed whatever happens, and every
+failure (bad card, unreachable endpoint, refused upload) is raised as `HubPushError` naming the cause.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import yaml
+from huggingface_hub import DatasetCard, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+from huggingface_hub.utils import validate_repo_id
+
+from .configuration_metaqap import MetaQAPConfig
+from .image_processing_metaqap import MetaQAPImageProcessor
+from .remote_code import export_remote_code
+
+__all__ = [
+    "CardEvaluation",
+    "HubPushError",
+    "IQA_METRICS",
+    "PLCC_MAPPINGS",
+    "REQUIRED_SECTIONS",
+    "TASK_TYPE",
+    "lint_card",
+    "model_card_template",
+    "push_dataset",
+    "push_model",
+    "render_model_card",
+]
+
+TASK_TYPE = "image-quality-assessment"
+IQA_METRICS = ("srocc", "plcc", "krocc", "rmse")
+REQUIRED_SECTIONS = ("## Usage", "## Training", "## Evaluation", "## Limitations")
+# How PLCC and RMSE were computed: on raw predictions, or after fitting a VQEG logistic mapping to MOS.
+PLCC_MAPPINGS = {
+    "none": "raw predictions",
+    "logistic-4": "predictions after a 4-parameter logistic fit",
+    "logistic-5": "predictions after a 5-parameter logistic fit",
+}
+TEMPLATE_NAME = "model_card_template.md"
+CARD_NAME = "README.md"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+DEFAULT_LICENSE_NOTES = (
+    "This checkpoint is released under {license}. The backbone weights training started from ({backbones}) and "
+    "the training images ({dataset}) come with their own licences and terms of use: check both before commercial "
+    "use."
+)
+_IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?")
+_FAILURE_DETAIL_LIMIT = 2000
+
+
+class HubPushError(RuntimeError):
+    """A push that did not happen: `problems` lists what to fix when the checkpoint or its card was refused."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()):
+        self.problems = list(problems)
+        if self.problems:
+            message += "\n" + "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class CardEvaluation:
+    """One evaluation of the checkpoint: a row of the card's table and four `model-index` results.
+
+    `dataset_id` is the dataset's Hub id or a short stable slug (`model-index` `dataset.type`); `mapping` says how
+    PLCC and RMSE were computed (a key of `PLCC_MAPPINGS`). RMSE is on the checkpoint's MOS scale.
+    """
+
+    dataset_name: str
+    dataset_id: str
+    split: str
+    srocc: float
+    plcc: float
+    krocc: float
+    rmse: float
+    mapping: str = "none"
+    num_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mapping not in PLCC_MAPPINGS:
+            raise ValueError(f"CardEvaluation({self.dataset_name}): mapping must be one of {list(PLCC_MAPPINGS)}, "
+                             f"got {self.mapping!r}")
+        for metric in IQA_METRICS:
+            value = getattr(self, metric)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"CardEvaluation({self.dataset_name}): {metric} must be a finite number, "
+                                 f"got {value!r}")
+            if metric != "rmse" and not -1.0 <= value <= 1.0:
+                raise ValueError(f"CardEvaluation({self.dataset_name}): {metric} is a correlation in [-1, 1], "
+                                 f"got {value!r}")
+        if self.rmse < 0:
+            raise ValueError(f"CardEvaluation({self.dataset_name}): rmse must be >= 0, got {self.rmse!r}")
+
+    @property
+    def mapping_description(self) -> str:
+        return PLCC_MAPPINGS[self.mapping]
+
+    def eval_results(self) -> list[EvalResult]:
+        """The four metrics as `EvalResult`s (task `image-quality-assessment`)."""
+        return [
+            EvalResult(
+                task_type=TASK_TYPE,
+                task_name="Image Quality Assessment",
+                dataset_type=self.dataset_id,
+                dataset_name=self.dataset_name,
+                dataset_split=self.split,
+                metric_type=metric,
+                metric_name=metric.upper(),
+                metric_value=float(getattr(self, metric)),
+                metric_config=self.mapping if metric in ("plcc", "rmse") and self.mapping != "none" else None,
+            )
+            for metric in IQA_METRICS
+        ]
+
+
+def model_card_template() -> str:
+    """The packaged Jinja model card template (`metaqap_hf/hub_cards/model_card_template.md`)."""
+    return resources.files("metaqap_hf").joinpath("hub_cards", TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def _load_config(checkpoint_dir_or_config: str | Path | MetaQAPConfig) -> tuple[MetaQAPConfig, dict]:
+    """Config and image-processor settings (empty when only a config is given)."""
+    if isinstance(checkpoint_dir_or_config, MetaQAPConfig):
+        return checkpoint_dir_or_config, {}
+    folder = Path(checkpoint_dir_or_config)
+    config = MetaQAPConfig.from_pretrained(folder)
+    processor_file = folder / "preprocessor_config.json"
+    processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
+    return config, processor
+
+
+def render_model_card(
+    checkpoint_dir_or_config: str | Path | MetaQAPConfig,
+    *,
+    repo_id: str,
+    training_dataset: str,
+    training_command: str,
+    evaluations: Sequence[CardEvaluation | Mapping] = (),
+    training_dataset_id: str | None = None,
+    training_notes: str | None = None,
+    scatter_plot: str | None = None,
+    remote_code: bool = False,
+    license: str = "apache-2.0",
+    license_notes: str | None = None,
+    limitations: Sequence[str] = (),
+    template: str | Path | None = None,
+) -> ModelCard:
+    """Fill the model card template for one checkpoint.
+
+    Architecture, MOS scale and meta-learner come from the checkpoint's config (and the input size from its
+    `preprocessor_config.json`); the rest from the arguments. `evaluations` (CardEvaluation or dicts with its
+    fields) become the table and the `model-index`; `scatter_plot` is a link, relative to the card (put the file
+    in the checkpoint folder) or absolute. `remote_code` picks the usage snippet of the push mode. Save the card as
+    `README.md` in the checkpoint folder: `push_model` lints and pushes it. `template` overrides the packaged
+    template (a file path); unknown template variables raise instead of rendering as blanks.
+    """
+    config, processor = _load_config(checkpoint_dir_or_config)
+    rows = [row if isinstance(row, CardEvaluation) else CardEvaluation(**row) for row in evaluations]
+    eval_results = [result for row in rows for result in row.eval_results()]
+    card_data = ModelCardData(
+        license=license,
+        library_name="transformers",
+        tags=["image-quality-assessment", "no-reference-iqa", "metaqap", "timm"],
+        datasets=[training_dataset_id] if training_dataset_id else None,
+        metrics=list(IQA_METRICS) if rows else None,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+    )
+    size = processor.get("size") or MetaQAPImageProcessor.size
+    coefficients = config.meta_learner["coefficients"]
+    backbones = [
+        {"id": backbone_id, "image_size": spec["image_size"], "coefficient": coefficient}
+        for backbone_id, spec, coefficient in zip(config.backbone_ids, config.backbones, coefficients)
+    ]
+    low, high = config.mos_range
+    notes = license_notes or DEFAULT_LICENSE_NOTES.format(
+        license=license, backbones=", ".join(f"`{spec['name']}`" for spec in config.backbones),
+        dataset=training_dataset,
+    )
+    template_text = Path(template).read_text(encoding="utf-8") if template is not None else model_card_template()
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    content = environment.from_string(template_text).render(
+        card_data=card_data.to_yaml(),
+        model_id=repo_id,
+        untrained=bool(getattr(config, "untrained", False)),
+        backbones=backbones,
+        meta_method=config.meta_learner["method"],
+        meta_intercept=config.meta_learner["intercept"],
+        mos_name=config.mos_name,
+        mos_low=f"{low:g}",
+        mos_high=f"{high:g}",
+        processor_size=f"{size['width']}x{size['height']}",
+        remote_code=remote_code,
+        training_dataset=training_dataset,
+        training_dataset_id=training_dataset_id,
+        training_notes=training_notes,
+        training_command=training_command.strip(),
+        evaluations=rows,
+        scatter_plot=scatter_plot,
+        limitations=list(limitations),
+        license_notes=notes,
+    )
+    return ModelCard(content)
+
+
+def lint_card(path: str | Path) -> list[str]:
+    """Problems that make a model card unfit to publish, each prefixed with the card's path; [] means fine.
+
+    Checked: the metadata block and its `model-index` parse (`ModelCard.load`, which runs
+    `model_index_to_eval_results`), the model-index holds `image-quality-assessment` results with finite values of
+    known metrics, a licence is declared, the sections `REQUIRED_SECTIONS` exist, no Jinja markup is left, and
+    images linked by relative path exist next to the card.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path}: no model card there (render one with render_model_card and save it as {CARD_NAME})"]
+    problems = []
+    text = path.read_text(encoding="utf-8")
+    if "{{" in text or "{%" in text:
+        problems.append("template markup ({{ or {%) left in the card: render it, do not copy the template")
+    try:
+        card = ModelCard.load(path)
+    except (ValueError, yaml.YAMLError) as error:
+        return [f"{path}: {problem}" for problem in [*problems, f"metadata does not parse: {error}"]]
+    metadata = card.data.to_dict()
+    if not metadata:
+        problems.append("no YAML metadata block (--- ... ---) at the top")
+    if not (metadata.get("license") or (metadata.get("license_name") and metadata.get("license_link"))):
+        problems.append("no licence in the metadata (`license:`, or `license_name:` with `license_link:`)")
+    problems += _eval_result_problems(card.data.eval_results)
+    for section in REQUIRED_SECTIONS:
+        if not re.search(rf"^{re.escape(section)}\s*$", card.text, flags=re.MULTILINE):
+            problems.append(f"missing section '{section}'")
+    for link in _IMAGE_LINK.findall(card.text):
+        if "://" not in link and not link.startswith(("/", "#", "data:")) and not (path.parent / link).is_file():
+            problems.append(f"links image '{link}', but {path.parent / link} does not exist")
+    return [f"{path}: {problem}" for problem in problems]
+
+
+def _eval_result_problems(eval_results: Sequence[EvalResult] | None) -> list[str]:
+    if not eval_results:
+        return ["no evaluation results in the metadata (`model-index`)"]
+    problems = []
+    for result in eval_results:
+        where = f"model-index result {result.dataset_name}/{result.metric_type}"
+        if result.task_type != TASK_TYPE:
+            problems.append(f"model-index results on {result.dataset_name}: task type is {result.task_type!r}, "
+                            f"expected {TASK_TYPE!r}")
+        if result.metric_type not in IQA_METRICS:
+            problems.append(f"{where}: unknown metric, expected one of {list(IQA_METRICS)}")
+        value = result.metric_value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"{where}: value must be a finite number, got {value!r}")
+    return list(dict.fromkeys(problems))  # one line per problem, not one per metric sharing it
+
+
+def _checkpoint_problems(checkpoint_dir: Path, remote_code: bool) -> list[str]:
+    """Everything that must hold before a checkpoint folder is pushed in the given mode."""
+    if not checkpoint_dir.is_dir():
+        return [f"{checkpoint_dir}: not a folder"]
+    problems = []
+    config_file = checkpoint_dir / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    if config is None:
+        problems.append(f"{config_file}: missing (save the model with save_pretrained)")
+    elif config.get("model_type") != MetaQAPConfig.model_type:
+        problems.append(f"{config_file}: model_type is {config.get('model_type')!r}, not a MetaQAP checkpoint")
+    if not (checkpoint_dir / "preprocessor_config.json").is_file():
+        problems.append(f"{checkpoint_dir / 'preprocessor_config.json'}: missing (save the image processor too)")
+    if not any((checkpoint_dir / name).is_file() for name in WEIGHT_FILES):
+        problems.append(f"{checkpoint_dir}: no weights ({' or '.join(WEIGHT_FILES)})")
+    card_file = checkpoint_dir / CARD_NAME
+    card_problems = lint_card(card_file)
+    problems += card_problems
+    if not card_problems:
+        usage = card_file.read_text(encoding="utf-8")
+        if remote_code and "trust_remote_code=True" not in usage:
+            problems.append(f"{card_file}: usage shows package mode but this is a remote-code push; render the card "
+                            "with remote_code=True")
+        if not remote_code and "import metaqap_hf" not in usage:
+            problems.append(f"{card_file}: usage shows remote-code mode but this is a package-mode push; render the "
+                            "card with remote_code=False")
+    if not remote_code:
+        code_files = sorted(p.name for p in checkpoint_dir.glob("*.py"))
+        if code_files or (config or {}).get("auto_map"):
+            problems.append(f"{checkpoint_dir}: carries remote code ({', '.join(code_files) or 'auto_map'}); push it "
+                            "with remote_code=True, or push a folder saved without export_remote_code")
+    return problems
+
+
+def _is_unreachable(error: BaseException | None) -> bool:
+    """Whether a failure comes from the network (refused, unresolvable, timed out) rather than the hub's answer."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if any(cls.__name__ == "TransportError" for cls in type(error).__mro__):  # httpx / httpcore transport
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextmanager
+def _hub_errors(endpoint: str, repo_id: str) -> Iterator[None]:
+    """Turn client failures into `HubPushError`s that say what went wrong where."""
+    try:
+        yield
+    except OfflineModeIsEnabled as error:
+        raise HubPushError(f"cannot push {repo_id} to {endpoint}: offline mode is on (HF_HUB_OFFLINE=1); unset it "
+                           "to push") from error
+    except HfHubHTTPError as error:
+        detail = str(error)[:_FAILURE_DETAIL_LIMIT]
+        raise HubPushError(f"{endpoint} refused the push of {repo_id}: {detail}") from error
+    except Exception as error:
+        if _is_unreachable(error):
+            raise HubPushError(f"could not reach {endpoint} to push {repo_id}: {error}") from error
+        raise
+
+
+def _check_repo_id(repo_id: str) -> list[str]:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        return [f"invalid repo id {repo_id!r}: {error}"]
+    return []
+
+
+def push_model(
+    checkpoint_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    remote_code: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Push a checkpoint folder (model, image processor, README.md card) to a model repo; returns the commit URL.
+
+    The card is linted first and must match the mode (its usage snippet). Package mode pushes the folder as it is
+    and refuses folders that carry remote code. Remote-code mode pushes a temporary copy with the model code added
+    (`export_remote_code`). The repo is created if needed (`private` applies then) and mirrors the pushed folder.
+    `token` and `endpoint` default to huggingface_hub's (`HF_TOKEN`, `HF_ENDPOINT`). Raises `HubPushError`.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    problems = _check_repo_id(repo_id) + _checkpoint_problems(checkpoint_dir, remote_code)
+    if problems:
+        raise HubPushError(f"refusing to push {checkpoint_dir} to {repo_id}:", problems)
+    api = HfApi(endpoint=endpoint, token=token)
+    mode = "remote-code" if remote_code else "package"
+    message = commit_message or f"Upload MetaQAP checkpoint ({mode} mode)"
+    with tempfile.TemporaryDirectory(prefix="metaqap-push-") as staging:
+        folder = checkpoint_dir
+        if remote_code:
+            folder = Path(staging) / checkpoint_dir.name
+            shutil.copytree(checkpoint_dir, folder, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+            export_remote_code(folder)
+        with _hub_errors(api.endpoint, repo_id):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            commit = api.upload_folder(
+                folder_path=folder, repo_id=repo_id, commit_message=message, delete_patterns="*",
+                ignore_patterns=["__pycache__", "*.pyc", ".*"],
+            )
+    return commit.commit_url
+
+
+def _dataset_problems(prepared_dir: Path) -> list[str]:
+    """A prepared dataset folder must hold parquet shards and a card whose `configs` point at existing files."""
+    if not prepared_dir.is_dir():
+        return [f"{prepared_dir}: not a folder"]
+    problems = []
+    files = sorted(p.relative_to(prepared_dir).as_posix() for p in prepared_dir.rglob("*") if p.is_file())
+    if not any(name.startswith("data/") and name.endswith(".parquet") for name in files):
+        problems.append(f"{prepared_dir / 'data'}: no parquet shards (write the folder with prepare_dataset)")
+    card_file = prepared_dir / CARD_NAME
+    if not card_file.is_file():
+        return [*problems, f"{card_file}: missing dataset card"]
+    try:
+        card = DatasetCard.load(card_file)
+    except (ValueError, yaml.YAMLError) as error:
+        return [*problems, f"{card_file}: metadata does not parse: {error}"]
+    for config in card.data.to_dict().get("configs") or []:
+        data_files = config.get("data_files") or []
+        entries = [{"split": "train", "path": data_files}] if isinstance(data_files, str) else data_files
+        for entry in entries:
+            patterns = [entry["path"]] if isinstance(entry["path"], str) else entry["path"]
+            for pattern in patterns:
+                if not any(fnmatch.fnmatch(name, pattern) for name in files):
+                    problems.append(f"{card_file}: config {config.get('config_name')!r} split "
+                                    f"{entry.get('split')!r} points at {pattern!r}, which matches no file")
+    return problems
+
+
+def push_dataset(
+    prepared_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Push a prepared parquet dataset folder to a dataset repo so `load_dataset(repo_id)` reads it; returns the
+    commit URL. The repo is created if needed and mirrors the folder (stale shards are deleted). Raises
+    `HubPushError`."""
+    prepared_dir = Path(prepared_dir)
+    problems = _check_repo_id(repo_id) + _dataset_problems(prepared_dir)
+    if problems:
+        raise HubPushError(f"refusing to push {prepared_dir} to {repo_id}:", problems)
+    api = HfApi(endpoint=endpoint, token=token)
+    with _hub_errors(api.endpoint, repo_id):
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=prepared_dir, repo_id=repo_id, repo_type="dataset", delete_patterns="*",
+            commit_message=commit_message or "Upload prepared dataset", ignore_patterns=["__pycache__", ".*"],
+        )
+    return commit.commit_url
