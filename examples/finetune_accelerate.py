@@ -15,20 +15,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-import torch
-
-from metaqap_hf import LITE_BACKBONES, MetaQAPConfig, MetaQAPImageProcessor, MetaQAPModel
-from metaqap_hf.data import get_benchmark
-from metaqap_hf.training import (
-    AccelerateTrainingArguments,
-    QualityAugmentation,
-    initialize_head_bias,
-    train_with_accelerate,
-    training_datasets,
-)
-from metaqap_hf.weights import load_backbone_weights
-
-TINY_BACKBONES = [{"name": "test_efficientnet", "image_size": 64}, {"name": "test_resnet", "image_size": 64}]
+from metaqap_hf.training.recipes import BACKBONE_PRESETS, finetune
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,7 +23,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dataset", default="biq2021", help="registered benchmark name (metaqap_hf.data.DATASETS)")
     parser.add_argument("--data-dir", required=True, help="the benchmark's folder in its official layout")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--backbones", choices=["lite", "tiny"], default="lite",
+    parser.add_argument("--backbones", choices=sorted(BACKBONE_PRESETS), default="lite",
                         help="lite: the four ImageNet backbones; tiny: random timm test models (CI)")
     parser.add_argument("--random-init", action="store_true", help="do not load ImageNet weights")
     parser.add_argument("--image-size", type=int, default=512, help="processor resize (512 = inference default)")
@@ -64,34 +51,16 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    benchmark = get_benchmark(args.dataset)
-    splits = benchmark.load(args.data_dir, validation_fraction=args.validation_fraction, seed=args.seed)
-    for name, limit in (("train", args.train_limit), ("validation", args.validation_limit)):
-        if limit is not None:
-            splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
-    processor = MetaQAPImageProcessor(size={"height": args.image_size, "width": args.image_size})
-    train, validation = training_datasets(splits, processor, augmentation=QualityAugmentation(),
-                                          cache=not args.no_cache, cache_dir=args.cache_dir,
-                                          num_workers=args.workers, seed=args.seed)
-
-    torch.manual_seed(args.seed)
-    backbones = TINY_BACKBONES if args.backbones == "tiny" else [dict(spec) for spec in LITE_BACKBONES]
-    config = MetaQAPConfig(backbones=backbones, mos_range=list(benchmark.mos_range), loss=args.loss,
-                           mos_name=f"{benchmark.info.pretty_name} MOS ({benchmark.info.mos_min:g}-"
-                                    f"{benchmark.info.mos_max:g})")
-    model = MetaQAPModel(config)
-    if args.backbones == "lite" and not args.random_init:
-        for spec, backbone in zip(config.backbones, model.backbones):
-            load_backbone_weights(backbone, spec["name"])
-    initialize_head_bias(model, train.labels)
-
-    result = train_with_accelerate(model, train, validation, AccelerateTrainingArguments(
-        output_dir=args.output_dir, seed=args.seed, num_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=args.precision,
-        train_backbones=not args.freeze_backbones, save_every_steps=args.save_every,
-        eval_every_steps=args.eval_every, early_stopping_patience=args.patience, num_workers=args.workers,
-    ), image_processor=processor)
+    result = finetune(
+        args.dataset, args.data_dir, args.output_dir, backbones=args.backbones, pretrained=not args.random_init,
+        loss=args.loss, image_size=args.image_size, validation_fraction=args.validation_fraction,
+        train_limit=args.train_limit, validation_limit=args.validation_limit, cache=not args.no_cache,
+        cache_dir=args.cache_dir, num_workers=args.workers, seed=args.seed,
+        num_epochs=args.epochs, max_steps=args.max_steps, per_device_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, head_learning_rate=args.head_lr,
+        mixed_precision=args.precision, train_backbones=not args.freeze_backbones, save_every_steps=args.save_every,
+        eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
+    )
     print(json.dumps(asdict(result), indent=2))
 
 

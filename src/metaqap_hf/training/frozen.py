@@ -1,0 +1,191 @@
+"""The frozen-backbone recipe that trains `metaqap-lite-biq2021` on a 2-core CPU: ImageNet backbones stay fixed,
+their multi-stage pooled features are computed once, a small MLP head per backbone is trained on those features,
+and the meta-learner is stacked on out-of-fold head predictions.
+
+    images -> (frozen backbone -> pooled features, cached) -> head per backbone -> k-fold OOF predictions
+           -> meta-learner fit on OOF -> heads refit on all training images -> one MetaQAPModel checkpoint
+
+The number of head epochs is chosen on the validation split carved from the training data; the test split is
+only ever predicted after every choice is made, for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..configuration_metaqap import MetaQAPConfig
+from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..losses import get_loss
+from ..metrics import compute_iqa_metrics, srocc
+from ..modeling_metaqap import MetaQAPModel, QualityHead
+from .features import extract_features, image_paths
+from .stacking import fit_meta_learner
+
+__all__ = ["FrozenRecipe", "train_head", "fit_frozen_heads", "build_frozen_ensemble"]
+
+
+@dataclass
+class FrozenRecipe:
+    """Hyper-parameters of the frozen-feature recipe (the defaults reproduce metaqap-lite-biq2021)."""
+
+    hidden_size: int = 256
+    dropout: float = 0.2
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 128
+    max_epochs: int = 60
+    folds: int = 5
+    loss: str = "rank"
+    meta_learner: str = "stepwise"
+    seed: int = 0
+
+
+def _predict(head: QualityHead, features: np.ndarray) -> np.ndarray:
+    head.eval()
+    with torch.no_grad():
+        return head(torch.from_numpy(features)).numpy()
+
+
+def train_head(
+    features: np.ndarray,
+    targets: np.ndarray,
+    recipe: FrozenRecipe,
+    epochs: int,
+    *,
+    seed: int,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[QualityHead, list[float]]:
+    """Train one head on pooled features (N, D) for unit-scale targets (N,). Returns the head and, with
+    `validation`, its SROCC there after every epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = QualityHead(features.shape[1], recipe.hidden_size, recipe.dropout)
+    head.feature_mean.copy_(torch.from_numpy(features.mean(0)))
+    head.feature_std.copy_(torch.from_numpy(features.std(0) + 1e-6))
+    with torch.no_grad():  # start at the mean target so the first epochs are not spent finding the offset
+        output_layer = head.mlp[-1] if isinstance(head.mlp, torch.nn.Sequential) else head.mlp
+        output_layer.bias.fill_(float(targets.mean()))
+    x, y = torch.from_numpy(features), torch.from_numpy(targets.astype(np.float32))
+    loss_fn = get_loss(recipe.loss)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    history = []
+    for _ in range(epochs):
+        head.train()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), recipe.batch_size):
+            batch = order[start:start + recipe.batch_size]
+            loss = loss_fn(head(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if validation is not None:
+            history.append(srocc(_predict(head, validation[0]), validation[1]))
+    return head, history
+
+
+def fit_frozen_heads(
+    model: MetaQAPModel,
+    train_features: list[np.ndarray],
+    train_targets: np.ndarray,
+    validation_features: list[np.ndarray],
+    validation_targets: np.ndarray,
+    recipe: FrozenRecipe,
+) -> dict:
+    """Fit every head and the meta-learner of `model` in place (targets on the unit scale). Returns a report."""
+    all_targets = np.concatenate([train_targets, validation_targets])
+    folds = np.random.default_rng(recipe.seed).permutation(len(all_targets)) % recipe.folds
+    out_of_fold = np.zeros((len(all_targets), len(model.heads)), dtype=np.float64)
+    report = {"recipe": asdict(recipe), "backbones": {}}
+    for index, backbone_id in enumerate(model.config.backbone_ids):
+        train_x, validation_x = train_features[index], validation_features[index]
+        _, history = train_head(train_x, train_targets, recipe, recipe.max_epochs, seed=recipe.seed,
+                                validation=(validation_x, validation_targets))
+        epochs = int(np.argmax(history)) + 1
+        all_x = np.concatenate([train_x, validation_x])
+        for fold in range(recipe.folds):
+            held_out = folds == fold
+            head, _ = train_head(all_x[~held_out], all_targets[~held_out], recipe, epochs, seed=recipe.seed + fold)
+            out_of_fold[held_out, index] = _predict(head, all_x[held_out])
+        final_head, _ = train_head(all_x, all_targets, recipe, epochs, seed=recipe.seed)
+        model.heads[index].load_state_dict(final_head.state_dict())
+        report["backbones"][backbone_id] = {
+            "epochs": epochs, "validation_srocc_by_epoch": [round(v, 4) for v in history],
+            "out_of_fold_srocc": srocc(out_of_fold[:, index], all_targets),
+        }
+    fits = {method: fit_meta_learner(out_of_fold, all_targets, method)
+            for method in ("stepwise", "ridge", "nnls", "mean")}
+    chosen = fits[recipe.meta_learner]
+    with torch.no_grad():
+        model.meta_learner.coefficients.copy_(torch.tensor(chosen.coefficients))
+        model.meta_learner.intercept.fill_(chosen.intercept)
+    model.config.meta_learner = chosen.as_config()
+    report["meta_learner"] = {
+        "chosen": recipe.meta_learner, "fitted_on": f"{recipe.folds}-fold out-of-fold predictions on train+validation",
+        "steps": chosen.steps,
+        "out_of_fold_srocc": {m: srocc(f.predict(out_of_fold), all_targets) for m, f in fits.items()},
+        "fits": {m: f.as_config() for m, f in fits.items()},
+    }
+    return report
+
+
+def build_frozen_ensemble(
+    data_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    backbones: list[dict],
+    recipe: FrozenRecipe | None = None,
+    feature_cache: str | Path | None = None,
+    feature_dtype: torch.dtype = torch.bfloat16,
+    mos_name: str = "BIQ2021 MOS (0-1)",
+    pretrained_backbones: bool = True,
+    weight_sources: dict[str, str] | None = None,
+) -> dict:
+    """Train the frozen-backbone ensemble on BIQ2021's official train split (validation carved from it), write the
+    checkpoint (model, image processor, `training_report.json`) to `output_dir`, and return the report.
+    Backbones get ImageNet weights through `metaqap_hf.weights` (`weight_sources` maps a name to a local file);
+    `pretrained_backbones=False` keeps timm's random initialisation (tests)."""
+    from ..data import load_biq2021
+    from ..weights import load_pretrained_backbones
+
+    recipe = recipe or FrozenRecipe()
+    started = time.time()
+    dataset = load_biq2021(data_dir, validation_fraction=0.1, seed=recipe.seed)
+    config = MetaQAPConfig(backbones=backbones, head_hidden_size=recipe.hidden_size, head_dropout=recipe.dropout,
+                           mos_range=[0.0, 1.0], mos_name=mos_name, loss=recipe.loss)
+    model = MetaQAPModel(config).eval()
+    if pretrained_backbones:
+        load_pretrained_backbones(model, weight_sources)
+    processor = MetaQAPImageProcessor()
+    features = {
+        split: [extract_features(model, processor, image_paths(dataset[split]), i, dtype=feature_dtype,
+                                 cache_dir=feature_cache, desc=f"{backbone_id} {split}")
+                for i, backbone_id in enumerate(config.backbone_ids)]
+        for split in ("train", "validation", "test")
+    }
+    targets = {split: model.to_unit_scale(torch.tensor(dataset[split]["mos"])).numpy() for split in features}
+    report = fit_frozen_heads(model, features["train"], targets["train"], features["validation"],
+                              targets["validation"], recipe)
+
+    # Every choice is made; now, and only now, look at the official test split (for the report).
+    test_bases = np.column_stack([_predict(model.heads[i], f) for i, f in enumerate(features["test"])])
+    test_score = test_bases @ np.asarray(config.meta_learner["coefficients"]) + config.meta_learner["intercept"]
+    report["test_from_cached_features"] = {
+        "note": f"official test split, {len(test_score)} images, features in {feature_dtype}",
+        "meta_learner": compute_iqa_metrics(test_score, targets["test"]),
+        "mean_of_bases": compute_iqa_metrics(test_bases.mean(1), targets["test"]),
+        **{backbone_id: compute_iqa_metrics(test_bases[:, i], targets["test"])
+           for i, backbone_id in enumerate(config.backbone_ids)},
+    }
+    report["wall_time_s"] = round(time.time() - started, 1)
+
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    (output_dir / "training_report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return report

@@ -1,0 +1,115 @@
+"""The meta-learner: how base-model predictions are combined into one score (METHOD.md section 3).
+
+Every fit here takes base predictions the base models did NOT train on: out-of-fold predictions from k-fold
+cross-fitting, or predictions on a validation split carved from the training data. Never test data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import nnls
+
+__all__ = ["MetaLearnerFit", "fit_meta_learner", "STACKING_METHODS"]
+
+STACKING_METHODS = ("stepwise", "ridge", "nnls", "mean")
+
+
+@dataclass
+class MetaLearnerFit:
+    """A fitted meta-learner: `score = base_predictions @ coefficients + intercept`; unused bases have 0."""
+
+    method: str
+    coefficients: list[float]
+    intercept: float
+    r2: float
+    steps: list[dict] = field(default_factory=list)  # stepwise: what was added at each step and why it stopped
+
+    def as_config(self) -> dict:
+        return {"method": self.method, "coefficients": self.coefficients, "intercept": self.intercept}
+
+    def predict(self, base_predictions: np.ndarray) -> np.ndarray:
+        return np.asarray(base_predictions) @ np.asarray(self.coefficients) + self.intercept
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    design = np.column_stack([x, np.ones(len(x))])
+    solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return solution[:-1], float(solution[-1])
+
+
+def _r2(y: np.ndarray, prediction: np.ndarray) -> float:
+    return float(1.0 - np.sum((y - prediction) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def _stepwise(x: np.ndarray, y: np.ndarray, min_coefficient: float) -> MetaLearnerFit:
+    """Forward stepwise linear regression: add the base prediction giving the highest R^2, provided the NEWLY
+    added predictor's coefficient passes the gate (the official code checks the first predictor's instead)."""
+    selected: list[int] = []
+    steps: list[dict] = []
+    best_r2 = -np.inf
+    while len(selected) < x.shape[1]:
+        candidates = []
+        for j in (j for j in range(x.shape[1]) if j not in selected):
+            columns = [*selected, j]
+            coefficients, intercept = _least_squares(x[:, columns], y)
+            r2 = _r2(y, x[:, columns] @ coefficients + intercept)
+            candidates.append((r2, j, coefficients[-1]))
+        qualifying = [c for c in candidates if abs(c[2]) >= min_coefficient and c[0] > best_r2]
+        if not qualifying:
+            steps.append({"stop": "no remaining base model improves R^2 with |coefficient| >= "
+                                  f"{min_coefficient}", "candidates": [
+                                      {"index": j, "r2": r2, "coefficient": float(c)} for r2, j, c in candidates]})
+            break
+        r2, j, coefficient = max(qualifying)
+        selected.append(j)
+        best_r2 = r2
+        steps.append({"added": j, "r2": r2, "coefficient": float(coefficient)})
+    coefficients, intercept = _least_squares(x[:, selected], y)
+    full = np.zeros(x.shape[1])
+    full[selected] = coefficients
+    return MetaLearnerFit("stepwise", full.tolist(), intercept, best_r2, steps)
+
+
+def fit_meta_learner(
+    base_predictions: np.ndarray,
+    targets: np.ndarray,
+    method: str = "stepwise",
+    *,
+    min_coefficient: float = 0.05,
+    ridge_alpha: float = 1e-3,
+) -> MetaLearnerFit:
+    """Fit how base predictions (N, K) combine into one score for targets (N,).
+
+    - `stepwise`: the paper's forward stepwise regression with the coefficient gate `min_coefficient`;
+    - `ridge`: all bases, L2-penalised (`ridge_alpha` relative to the data's scale);
+    - `nnls`: non-negative least squares, so no base model enters with a negative weight;
+    - `mean`: the plain average (no fitting; the ablation without a meta-learner).
+    """
+    x = np.asarray(base_predictions, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"base_predictions must be (N, K) matching targets (N,), got {x.shape} and {y.shape}")
+    if len(y) < x.shape[1] + 2:
+        raise ValueError(f"need more than {x.shape[1] + 1} held-out predictions to fit a meta-learner, got {len(y)}")
+    k = x.shape[1]
+    if method == "mean":
+        coefficients, intercept = np.full(k, 1.0 / k), 0.0
+    elif method == "stepwise":
+        return _stepwise(x, y, min_coefficient)
+    elif method == "ridge":
+        mean_x, mean_y = x.mean(0), y.mean()
+        centred = x - mean_x
+        penalty = ridge_alpha * np.trace(centred.T @ centred) / k
+        coefficients = np.linalg.solve(centred.T @ centred + penalty * np.eye(k), centred.T @ (y - mean_y))
+        intercept = float(mean_y - mean_x @ coefficients)
+    elif method == "nnls":
+        # an intercept column of +1 and -1 lets the intercept take either sign
+        design = np.column_stack([x, np.ones(len(x)), -np.ones(len(x))])
+        solution, _ = nnls(design, y)
+        coefficients, intercept = solution[:k], float(solution[k] - solution[k + 1])
+    else:
+        raise ValueError(f"unknown meta-learner method {method!r}; choose from {STACKING_METHODS}")
+    coefficients = np.asarray(coefficients, dtype=np.float64)
+    return MetaLearnerFit(method, coefficients.tolist(), float(intercept), _r2(y, x @ coefficients + intercept))
