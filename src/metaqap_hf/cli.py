@@ -65,6 +65,7 @@ def _format_results(results: list[dict], backbone_ids: list[str], fmt: str, mode
 def _write_output(text: str, output: str | None) -> None:
     if output is None:
         sys.stdout.write(text)
+        sys.stdout.flush()  # the table comes before the summary lines on stderr
         return
     target = Path(output)
     temporary = target.with_name(f".{target.name}.tmp")
@@ -128,7 +129,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"skipped {len(skipped)} of {total} input(s):", file=sys.stderr)
         for path, reason in skipped:
             print(f"  {path}: {reason}", file=sys.stderr)
-    print(f"scored {len(results)} image(s) on {config.mos_name} {config.mos_range} (higher is better)",
+    low, high = config.mos_range
+    print(f"scored {len(results)} image(s); scores are {config.mos_name}, from {low:g} (worst) to {high:g} (best)",
           file=sys.stderr)
     if not results:
         return EXIT_NOTHING_SCORED
@@ -269,6 +271,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ImportError) as error:  # bad dataset folder or split, unreadable checkpoint
         return _fail(error)
     _print_json(report["metrics"])
+    return EXIT_OK
+
+
+def cmd_train_frozen(args: argparse.Namespace) -> int:
+    import torch
+
+    from .configuration_metaqap import LITE_BACKBONES
+    from .training.frozen import FrozenRecipe, build_frozen_ensemble
+    from .weights import WeightsError
+
+    backbones = [{**spec, "image_size": args.image_size} for spec in LITE_BACKBONES]
+    recipe = FrozenRecipe(hidden_size=args.hidden_size, dropout=args.dropout, max_epochs=args.max_epochs,
+                          folds=args.folds, loss=args.loss, meta_learner=args.meta_learner, seed=args.seed)
+    try:
+        report = build_frozen_ensemble(args.data_dir, args.output_dir, backbones=backbones, recipe=recipe,
+                                       feature_cache=args.feature_cache, weight_sources=dict(args.weights),
+                                       feature_dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    except (ValueError, WeightsError) as error:
+        return _fail(error)
+    _print_json({"meta_learner": report["meta_learner"]["fits"][args.meta_learner],
+                 "out_of_fold_srocc": report["meta_learner"]["out_of_fold_srocc"],
+                 "test": {name: {k: round(v, 4) for k, v in metrics.items() if k in ("srocc", "plcc", "krocc", "rmse")}
+                          for name, metrics in report["test_from_cached_features"].items() if name != "note"},
+                 "wall_time_s": report["wall_time_s"]})
+    return EXIT_OK
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from .training.stacking import stack_checkpoints
+
+    try:
+        fit = stack_checkpoints(args.checkpoints, args.dataset, args.data_dir, args.output_dir,
+                                method=args.method, validation_fraction=args.validation_fraction, seed=args.seed)
+    except (ValueError, OSError) as error:
+        return _fail(error)
+    _print_json({"method": fit.method, "coefficients": fit.coefficients, "intercept": fit.intercept,
+                 "r2": fit.r2, "output_dir": str(args.output_dir)})
+    return EXIT_OK
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretraining.stage import pretrain
+    from .weights import WeightsError
+
+    options = {"metrics": tuple(args.metrics)} if args.metrics else {}
+    try:
+        final = pretrain(
+            args.pristine_dir, args.output, backbones=args.backbones, crop_size=args.crop_size, steps=args.steps,
+            batch_size=args.batch_size, loss=args.loss, shards=args.shards, pretrained=not args.random_init,
+            weight_sources=dict(args.weights), seed=args.seed, learning_rate=args.lr, head_learning_rate=args.head_lr,
+            validation_samples=args.validation_samples, calibration_samples=args.calibration_samples,
+            mixed_precision=args.precision, eval_every_steps=args.eval_every, save_every_steps=args.save_every,
+            progress_bar=not args.quiet, **options,
+        )
+    except (ValueError, FileNotFoundError, WeightsError) as error:
+        return _fail(error)
+    _print_json({"checkpoint": str(final), "output_dir": str(args.output)})
     return EXIT_OK
 
 
@@ -475,6 +534,46 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(func=cmd_train)
 
 
+def _add_pretrain_parser(commands: argparse._SubParsersAction) -> None:
+    pretrain = commands.add_parser(
+        "pretrain", help="quality-aware pretraining on synthetic distortions of pristine photos",
+        description="Train a fresh MetaQAP model's backbones and heads (ImageNet start) on pseudo-MOS: random crops "
+                    "of the pristine photos, each distorted by a random KADID type and level, labelled by fused "
+                    "full-reference metrics; or replay parquet shards written by "
+                    "metaqap_hf.pretraining.export_shards (--shards). Rerun the same command to resume. Writes "
+                    "OUTPUT/final (hand it to load_backbones_from_checkpoint), best/, checkpoints/, metrics.jsonl, "
+                    "pretraining.json, pseudo_mos_labeler.json; prints the checkpoint path. "
+                    "Python: metaqap_hf.pretraining.stage.pretrain(PRISTINE_DIR, OUTPUT, ...).",
+    )
+    source = pretrain.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pristine-dir", metavar="DIR", help="folder of pristine images (searched recursively)")
+    source.add_argument("--shards", metavar="DIR", help="parquet shards from export_shards instead of the stream")
+    pretrain.add_argument("--output", "-o", required=True, metavar="DIR")
+    pretrain.add_argument("--backbones", choices=["lite", "tiny"], default="lite",
+                          help="lite: the four ImageNet backbones; tiny: random timm test models (smoke runs)")
+    pretrain.add_argument("--random-init", action="store_true", help="do not load ImageNet weights")
+    pretrain.add_argument("--weights", type=_weight_source, action="append", default=[], metavar="NAME=FILE",
+                          help="ImageNet weights file for backbone NAME (repeatable; default: the weights cache)")
+    pretrain.add_argument("--loss", default="quality_aware", choices=["quality_aware", "rank", "mse"])
+    pretrain.add_argument("--metrics", nargs="+", metavar="NAME",
+                          help="full-reference metrics fused into pseudo-MOS (default: ssim gmsd vif_p haarpsi)")
+    pretrain.add_argument("--calibration-samples", type=int, default=256, metavar="N",
+                          help="crops the pseudo-MOS labeler is calibrated on")
+    pretrain.add_argument("--validation-samples", type=int, default=64, metavar="N",
+                          help="held-out samples (another seed; with --shards, the last rows) for model selection")
+    pretrain.add_argument("--crop-size", type=int, default=224, metavar="N", help="crop side in pixels")
+    pretrain.add_argument("--steps", type=int, default=1000, metavar="N", help="optimizer steps")
+    pretrain.add_argument("--batch-size", type=int, default=16, metavar="N")
+    pretrain.add_argument("--lr", type=float, default=1e-4, help="backbone learning rate")
+    pretrain.add_argument("--head-lr", type=float, default=1e-3)
+    pretrain.add_argument("--precision", choices=["bf16", "no"], default="bf16")
+    pretrain.add_argument("--eval-every", type=int, metavar="N", help="evaluate every N steps (default: at the end)")
+    pretrain.add_argument("--save-every", type=int, default=100, metavar="N", help="checkpoint every N steps")
+    pretrain.add_argument("--seed", type=int, default=0, metavar="N")
+    pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
+    pretrain.set_defaults(func=cmd_pretrain)
+
+
 def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a checkpoint on one split of a benchmark",
@@ -500,15 +599,65 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=cmd_evaluate)
 
 
+def _add_train_frozen_parser(commands: argparse._SubParsersAction) -> None:
+    frozen = commands.add_parser(
+        "train-frozen", help="train the default model's recipe: frozen ImageNet backbones, MLP heads, stacking",
+        description="Reproduce metaqap-lite-biq2021 end to end from the raw BIQ2021 folder on a CPU: the four lite "
+                    "backbones stay frozen with their ImageNet weights; their multi-stage pooled features are "
+                    "computed once (cached with --feature-cache); one MLP head per backbone is trained on them "
+                    "(epochs chosen on the validation split carved from train); the meta-learner is fitted on k-fold "
+                    "out-of-fold head predictions; heads are refit on all training images. The official test split "
+                    "is predicted only for the report. Writes the checkpoint and training_report.json. "
+                    "Python: metaqap_hf.training.build_frozen_ensemble(DATA_DIR, OUTPUT_DIR, ...).",
+    )
+    frozen.add_argument("--data-dir", required=True, metavar="DIR", help="BIQ2021 in its official layout")
+    frozen.add_argument("--output-dir", required=True, metavar="DIR")
+    frozen.add_argument("--image-size", type=int, default=256, metavar="N", help="backbone input side (default 256)")
+    frozen.add_argument("--feature-cache", metavar="DIR", help="keep pooled features here and reuse them")
+    frozen.add_argument("--precision", choices=["bf16", "no"], default="bf16", help="feature extraction precision")
+    frozen.add_argument("--weights", type=_weight_source, action="append", default=[], metavar="NAME=FILE",
+                        help="ImageNet weights file for backbone NAME (default: the weights cache)")
+    frozen.add_argument("--hidden-size", type=int, default=256, metavar="N", help="MLP head width (0: linear)")
+    frozen.add_argument("--dropout", type=float, default=0.2)
+    frozen.add_argument("--max-epochs", type=int, default=60, metavar="N")
+    frozen.add_argument("--folds", type=int, default=5, metavar="K", help="cross-fitting folds for stacking")
+    frozen.add_argument("--loss", default="rank", choices=["quality_aware", "rank", "mse"])
+    frozen.add_argument("--meta-learner", default="stepwise", choices=["stepwise", "ridge", "nnls", "mean"])
+    frozen.add_argument("--seed", type=int, default=0, metavar="N")
+    frozen.set_defaults(func=cmd_train_frozen)
+
+
+def _add_stack_parser(commands: argparse._SubParsersAction) -> None:
+    stack = commands.add_parser(
+        "stack", help="combine trained base models and fit their meta-learner",
+        description="Combine trained MetaQAP checkpoints into one model and fit the meta-learner on their "
+                    "predictions for the validation split carved from the benchmark's train data (never the test "
+                    "split). Use the same --validation-fraction and --seed the base models were trained with, so "
+                    "those images were held out from them. Python: "
+                    "metaqap_hf.training.stacking.stack_checkpoints(CHECKPOINTS, DATASET, DATA_DIR, OUTPUT_DIR).",
+    )
+    stack.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="trained base-model checkpoints")
+    stack.add_argument("--dataset", default="biq2021")
+    stack.add_argument("--data-dir", required=True, metavar="DIR")
+    stack.add_argument("--output-dir", required=True, metavar="DIR")
+    stack.add_argument("--method", default="stepwise", choices=["stepwise", "ridge", "nnls", "mean"])
+    stack.add_argument("--validation-fraction", type=float, default=0.1, metavar="F")
+    stack.add_argument("--seed", type=int, default=0, metavar="N")
+    stack.set_defaults(func=cmd_stack)
+
+
 _COMMAND_PARSERS = (
     _add_score_parser,
     _add_train_parser,
+    _add_train_frozen_parser,
+    _add_stack_parser,
     _add_evaluate_parser,
     _add_weights_parser,
     _add_data_parser,
     _add_push_parser,
     _add_card_parser,
     _add_distortions_parser,
+    _add_pretrain_parser,
 )
 
 

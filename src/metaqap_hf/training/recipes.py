@@ -197,9 +197,13 @@ def evaluate_checkpoint(
     metrics = compute_iqa_metrics(predictions.scores, predictions.labels)
     for column, backbone_id in enumerate(model.config.backbone_ids):
         metrics[f"srocc_{backbone_id}"] = srocc(predictions.base_scores[:, column], predictions.labels)
+    # the ablations: each base model alone, and their plain average instead of the meta-learner
+    ablations = {backbone_id: compute_iqa_metrics(predictions.base_scores[:, column], predictions.labels)
+                 for column, backbone_id in enumerate(model.config.backbone_ids)}
+    ablations["mean of base models"] = compute_iqa_metrics(predictions.base_scores.mean(1), predictions.labels)
     report = {"checkpoint": str(checkpoint), "dataset": benchmark.info.name, "split": split,
               "checkpoint_mos_range": model.config.mos_range, "dataset_mos_range": list(benchmark.mos_range),
-              "precision": _PRECISION_NAMES[compute_dtype], "metrics": metrics}
+              "precision": _PRECISION_NAMES[compute_dtype], "metrics": metrics, "ablations": ablations}
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
