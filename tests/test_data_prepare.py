@@ -40,7 +40,9 @@ def test_prepared_folder_reads_back_identically(tiny_kadid: Path, tmp_path: Path
     train_shards = sorted(path.name for path in (output / "data").glob("train-*"))
     count = len(train_shards)
     assert count > 1 and train_shards == [f"train-{index:05d}-of-{count:05d}.parquet" for index in range(count)]
-    assert (output / "data" / "test-00000-of-00001.parquet").is_file()
+    test_shards = sorted(path.name for path in (output / "data").glob("test-*"))
+    assert test_shards == [f"test-{index:05d}-of-{len(test_shards):05d}.parquet" for index in range(len(test_shards))]
+    assert test_shards, "the test split is written too"
 
     original = load_kadid10k(tiny_kadid, split_index=1)
     loaded = load_dataset(str(output), cache_dir=str(tmp_path / "hf-cache"))
