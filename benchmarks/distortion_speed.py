@@ -24,14 +24,14 @@ import torch
 from skimage import data
 
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort, random_distortion
-from metaqap_hf.distortions.image_io import read_rgb_image
+from metaqap_hf.image_processing_metaqap import load_image_tensor
 from metaqap_hf.pretraining import DEFAULT_METRICS, find_images, full_reference_scores
 
 
 def _crops(image_dir: Path | None, batch_size: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """Random crops of pristine photos (the folder if given, else scikit-image's bundled photos)."""
     if image_dir is not None:
-        images = [read_rgb_image(path) for path in find_images(image_dir)[:batch_size]]
+        images = [load_image_tensor(path) for path in find_images(image_dir)[:batch_size]]
     else:
         images = [torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0
                   for photo in (data.astronaut(), data.coffee(), data.rocket(), data.chelsea())]

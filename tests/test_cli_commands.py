@@ -87,7 +87,7 @@ def _card(checkpoint: Path, repo_id: str) -> Path:
         (["data", "push"], "metaqap_hf.hub.push_dataset"),
         (["push"], "metaqap_hf.hub.push_model"),
         (["card", "lint"], "metaqap_hf.hub.lint_card"),
-        (["distortions", "contact-sheet"], "metaqap_hf.distortions.make_contact_sheet"),
+        (["distortions", "contact-sheet"], "metaqap_hf.pretraining.make_contact_sheet"),
         (["train"], "metaqap_hf.training.recipes.finetune"),
         (["evaluate"], "metaqap_hf.training.recipes.evaluate_checkpoint"),
     ],
@@ -241,7 +241,7 @@ def test_contact_sheet_is_written_and_unreadable_images_are_messages(tmp_path, c
 
     (tmp_path / "notes.txt").write_text("not an image")
     assert main(["distortions", "contact-sheet", str(tmp_path / "notes.txt"), "--output", str(sheet)]) == 2
-    assert "Cannot read image" in capsys.readouterr().err
+    assert "notes.txt: not an image file" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- train, evaluate

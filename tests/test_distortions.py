@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort, make_contact_sheet, random_distortion
-from metaqap_hf.distortions.image_io import read_rgb_image
+from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort, random_distortion
+from metaqap_hf.image_processing_metaqap import load_image_tensor
+from metaqap_hf.pretraining import make_contact_sheet
 
 PRISTINE_DIR = Path(os.environ.get("METAQAP_PRISTINE_DIR", "/work/shared/data/pristine"))
 CROP = 96
@@ -58,7 +59,7 @@ def _pristine_crops() -> torch.Tensor:
     chosen = files[:: len(files) // 4][:4]
     crops = []
     for path in chosen:
-        image = read_rgb_image(path)
+        image = load_image_tensor(path)
         top, left = (image.shape[1] - CROP) // 2, (image.shape[2] - CROP) // 2
         crops.append(image[:, top : top + CROP, left : left + CROP])
     return torch.stack(crops)

@@ -227,7 +227,7 @@ def cmd_card_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_distortions_contact_sheet(args: argparse.Namespace) -> int:
-    from .distortions import make_contact_sheet
+    from .pretraining import make_contact_sheet
 
     try:
         written = make_contact_sheet(args.image, args.output, size=args.size, seed=args.seed)
@@ -473,7 +473,7 @@ def _add_distortions_parser(commands: argparse._SubParsersAction) -> None:
         "contact-sheet", help="one PNG showing every distortion type at every level",
         description="Write a PNG with a row per distortion type: the centred SIZE x SIZE crop of IMAGE, then "
                     "levels 1-5. Reproducible for a given --seed. "
-                    "Python: metaqap_hf.distortions.make_contact_sheet(IMAGE, PNG, size, seed).",
+                    "Python: metaqap_hf.pretraining.make_contact_sheet(IMAGE, PNG, size, seed).",
     )
     sheet.add_argument("image", metavar="IMAGE", help="a (pristine) photo")
     sheet.add_argument("--output", "-o", required=True, metavar="PNG", help="PNG file to write")

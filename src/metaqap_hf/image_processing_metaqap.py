@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.image_processing_backends import PilBackend, TorchvisionBackend
 from transformers.image_utils import PILImageResampling
@@ -25,6 +27,7 @@ from transformers.image_utils import PILImageResampling
 __all__ = [
     "ImageLoadError",
     "load_image",
+    "load_image_tensor",
     "to_rgb_image",
     "MetaQAPImageProcessor",
     "MetaQAPImageProcessorPil",
@@ -72,15 +75,18 @@ def to_rgb_image(image: Image.Image | np.ndarray, name: str = "<image>") -> Imag
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file fully (so truncated files fail here, not later), apply its EXIF orientation and return
-    8-bit RGB. Raises `ImageLoadError` naming the file and the problem."""
+def load_image(path: str | os.PathLike | BinaryIO) -> Image.Image:
+    """Decode an image file (or binary file object) fully, so truncated files fail here and not later, apply its
+    EXIF orientation and return 8-bit RGB. Raises `ImageLoadError` naming the file and the problem."""
     name = str(path)
-    file = Path(path)
-    if not file.is_file():
-        raise ImageLoadError(name, "no such file" if not file.exists() else "not a regular file")
-    if file.stat().st_size == 0:
-        raise ImageLoadError(name, "empty file (0 bytes)")
+    if isinstance(path, (str, os.PathLike)):
+        file = Path(path)
+        if not file.is_file():
+            raise ImageLoadError(name, "no such file" if not file.exists() else "not a regular file")
+        if file.stat().st_size == 0:
+            raise ImageLoadError(name, "empty file (0 bytes)")
+    else:
+        file = path
     try:
         with Image.open(file) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
@@ -97,6 +103,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         if "truncated" in reason.lower():
             reason = f"truncated or corrupt image data ({reason})"
         raise ImageLoadError(name, reason) from None
+
+
+def load_image_tensor(path: str | os.PathLike | BinaryIO) -> torch.Tensor:
+    """`load_image` as a float tensor (3, H, W) in [0, 1], for code that works on tensors (distortions)."""
+    return torch.from_numpy(np.array(load_image(path))).permute(2, 0, 1).float() / 255.0
 
 
 class _MetaQAPDefaults:

@@ -4,7 +4,6 @@ Ground-floor room: imports nothing else from metaqap_hf. Used by ``metaqap_hf.pr
 quality-aware pretraining data.
 """
 
-from .contact_sheet import make_contact_sheet
 from .registry import DISTORTION_TYPES, NUM_LEVELS, distort, random_distortion
 
-__all__ = ["DISTORTION_TYPES", "NUM_LEVELS", "distort", "random_distortion", "make_contact_sheet"]
+__all__ = ["DISTORTION_TYPES", "NUM_LEVELS", "distort", "random_distortion"]

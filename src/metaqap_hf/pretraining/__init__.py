@@ -1,5 +1,6 @@
 """Quality-aware pretraining data: pseudo-MOS labels for synthetic distortions and the streaming dataset."""
 
+from .contact_sheet import make_contact_sheet
 from .dataset import DistortedStream, ShardDataset, export_shards, find_images
 from .labels import DEFAULT_METRICS, FR_METRICS, PseudoMOSLabeler, full_reference_scores
 
@@ -12,4 +13,5 @@ __all__ = [
     "ShardDataset",
     "export_shards",
     "find_images",
+    "make_contact_sheet",
 ]

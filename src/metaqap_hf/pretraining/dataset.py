@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
-from ..distortions.image_io import read_rgb_image
+from ..image_processing_metaqap import load_image_tensor
 from .labels import DEFAULT_METRICS, PseudoMOSLabeler, full_reference_scores
 
 __all__ = ["IMAGE_SUFFIXES", "find_images", "DistortedStream", "export_shards", "ShardDataset"]
@@ -132,7 +132,7 @@ class DistortedStream(IterableDataset):
     def _draw(self, stream: int, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor, str, int]:
         """The pristine crop, its distorted version, the type and level of one sample."""
         generator = torch.Generator().manual_seed(_seed(self.seed, stream, epoch, index))
-        pristine = _random_crop(read_rgb_image(self._image_for(stream, epoch, index)), self.crop_size, generator)
+        pristine = _random_crop(load_image_tensor(self._image_for(stream, epoch, index)), self.crop_size, generator)
         kind = DISTORTION_TYPES[int(torch.randint(len(DISTORTION_TYPES), (1,), generator=generator))]
         level = int(torch.randint(1, NUM_LEVELS + 1, (1,), generator=generator))
         distorted = distort(pristine[None], kind, level, generator=generator)[0]
@@ -249,7 +249,7 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {
-            "pixel_values": read_rgb_image(io.BytesIO(self._images[index])),
+            "pixel_values": load_image_tensor(io.BytesIO(self._images[index])),
             "labels": torch.tensor(self._labels[index], dtype=torch.float32),
             "distortion": self._kinds[index],
             "level": int(self._levels[index]),

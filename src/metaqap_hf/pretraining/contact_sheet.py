@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from .image_io import read_rgb_image
-from .registry import DISTORTION_TYPES, NUM_LEVELS, distort
+from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
+from ..image_processing_metaqap import load_image_tensor
 
 __all__ = ["make_contact_sheet"]
 
@@ -48,7 +48,7 @@ def make_contact_sheet(
     Each cell is the centred ``size`` x ``size`` crop of ``image_path`` at native resolution; ``seed``
     fixes the random choices, so the sheet is reproducible. Returns the path written.
     """
-    pristine = _center_crop(read_rgb_image(image_path), size)
+    pristine = _center_crop(load_image_tensor(image_path), size)
     font = ImageFont.load_default()
     columns = ["original"] + [f"level {level}" for level in range(1, NUM_LEVELS + 1)]
     cell = size + _GAP
