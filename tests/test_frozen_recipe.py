@@ -68,3 +68,26 @@ def test_frozen_ensemble_end_to_end_then_score_and_stack(tmp_path):
                                    MetaQAPModel.from_pretrained(tmp_path / "model").eval()(pixels).base_scores)
         torch.testing.assert_close(stacked(pixels).base_scores[:, 2:],
                                    MetaQAPModel.from_pretrained(tmp_path / "model96").eval()(pixels).base_scores)
+
+
+def test_feature_cache_is_keyed_by_the_backbone_weights(tmp_path):
+    from _images import random_photo
+
+    from metaqap_hf import MetaQAPConfig, MetaQAPImageProcessor
+    from metaqap_hf.training import extract_features
+
+    paths = []
+    for seed in range(3):
+        paths.append(str(tmp_path / f"photo{seed}.png"))
+        random_photo(seed).save(paths[-1])
+    config = MetaQAPConfig(backbones=[TINY[0]])
+    processor = MetaQAPImageProcessor()
+    torch.manual_seed(0)
+    first = extract_features(MetaQAPModel(config).eval(), processor, paths, 0, cache_dir=tmp_path / "cache")
+    torch.manual_seed(1)
+    second = extract_features(MetaQAPModel(config).eval(), processor, paths, 0, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    assert not np.allclose(first, second)
+    torch.manual_seed(0)
+    again = extract_features(MetaQAPModel(config).eval(), processor, paths, 0, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(again, first)  # same weights: read back from the cache

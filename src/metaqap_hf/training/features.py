@@ -30,9 +30,14 @@ def image_paths(dataset) -> list[str]:
 
 
 def _cache_key(model: MetaQAPModel, index: int, paths: list[str], dtype: torch.dtype) -> str:
+    """Features depend on the backbone's spec and weights, the pooling, the precision and the images."""
     spec = model.config.backbones[index]
     identity = {"backbone": spec, "pooling": model.config.feature_pooling, "dtype": str(dtype), "paths": paths}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+    for name, tensor in model.backbones[index].state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @torch.inference_mode()
@@ -49,7 +54,7 @@ def extract_features(
 ) -> np.ndarray:
     """Features (N, D) float32 of backbone `index` for every image in `paths`, decoded and processed exactly as at
     inference (`load_image` + the image processor). With `cache_dir`, a result is saved there keyed by backbone
-    spec, pooling, dtype and image list, and reused."""
+    spec and weights, pooling, dtype and image list, and reused."""
     cache_file = None
     if cache_dir is not None:
         name = model.config.backbone_ids[index].replace("@", "_")
