@@ -287,6 +287,7 @@ def cmd_train_frozen(args: argparse.Namespace) -> int:
     try:
         report = build_frozen_ensemble(args.data_dir, args.output_dir, backbones=backbones, recipe=recipe,
                                        feature_cache=args.feature_cache, weight_sources=dict(args.weights),
+                                       device=args.device,
                                        feature_dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32)
     except (ValueError, WeightsError) as error:
         return _fail(error)
@@ -615,6 +616,7 @@ def _add_train_frozen_parser(commands: argparse._SubParsersAction) -> None:
     frozen.add_argument("--image-size", type=int, default=256, metavar="N", help="backbone input side (default 256)")
     frozen.add_argument("--feature-cache", metavar="DIR", help="keep pooled features here and reuse them")
     frozen.add_argument("--precision", choices=["bf16", "no"], default="bf16", help="feature extraction precision")
+    frozen.add_argument("--device", metavar="D", help="where features are computed (default: cuda when available)")
     frozen.add_argument("--weights", type=_weight_source, action="append", default=[], metavar="NAME=FILE",
                         help="ImageNet weights file for backbone NAME (default: the weights cache)")
     frozen.add_argument("--hidden-size", type=int, default=256, metavar="N", help="MLP head width (0: linear)")

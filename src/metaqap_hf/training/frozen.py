@@ -145,11 +145,13 @@ def build_frozen_ensemble(
     mos_name: str = "BIQ2021 MOS (0-1)",
     pretrained_backbones: bool = True,
     weight_sources: dict[str, str] | None = None,
+    device: str | None = None,
 ) -> dict:
     """Train the frozen-backbone ensemble on BIQ2021's official train split (validation carved from it), write the
     checkpoint (model, image processor, `training_report.json`) to `output_dir`, and return the report.
     Backbones get ImageNet weights through `metaqap_hf.weights` (`weight_sources` maps a name to a local file);
-    `pretrained_backbones=False` keeps timm's random initialisation (tests)."""
+    `pretrained_backbones=False` keeps timm's random initialisation (tests). Features are computed on `device`
+    (default: CUDA when available); heads train on the CPU, which is fast enough for pooled features."""
     from ..data import load_biq2021
     from ..weights import load_pretrained_backbones
 
@@ -161,6 +163,7 @@ def build_frozen_ensemble(
     model = MetaQAPModel(config).eval()
     if pretrained_backbones:
         load_pretrained_backbones(model, weight_sources)
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = MetaQAPImageProcessor()
     features = {
         split: [extract_features(model, processor, image_paths(dataset[split]), i, dtype=feature_dtype,
@@ -169,6 +172,7 @@ def build_frozen_ensemble(
         for split in ("train", "validation", "test")
     }
     targets = {split: model.to_unit_scale(torch.tensor(dataset[split]["mos"])).numpy() for split in features}
+    model.to("cpu")
     report = fit_frozen_heads(model, features["train"], targets["train"], features["validation"],
                               targets["validation"], recipe)
 
