@@ -504,8 +504,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
     train.add_argument("--output-dir", required=True, metavar="DIR")
     model = train.add_argument_group("model")
-    model.add_argument("--backbones", choices=["lite", "tiny"], default="lite",
-                       help="lite: the four ImageNet backbones; tiny: random timm test models (smoke runs)")
+    model.add_argument("--backbones", default="lite", metavar="PRESET",
+                       help="lite: the four ImageNet backbones; one of them by its timm name (e.g. "
+                            "tf_efficientnet_lite0); tiny: random timm test models (smoke runs)")
     model.add_argument("--random-init", action="store_true", help="do not load ImageNet weights")
     model.add_argument("--weights", type=_weight_source, action="append", default=[], metavar="NAME=FILE",
                        help="ImageNet weights file for backbone NAME (repeatable; default: the weights cache)")

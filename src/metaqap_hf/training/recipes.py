@@ -51,7 +51,9 @@ TINY_BACKBONES = (
     {"name": "test_efficientnet", "image_size": 64},
     {"name": "test_resnet", "image_size": 64},
 )
-BACKBONE_PRESETS: Mapping[str, tuple[dict, ...]] = MappingProxyType({"lite": LITE_BACKBONES, "tiny": TINY_BACKBONES})
+# "lite" (the four), each lite backbone alone by its timm name, and "tiny" (random timm test models, for CI).
+BACKBONE_PRESETS: Mapping[str, tuple[dict, ...]] = MappingProxyType({
+    "lite": LITE_BACKBONES, "tiny": TINY_BACKBONES, **{spec["name"]: (spec,) for spec in LITE_BACKBONES}})
 _PRESETS_WITHOUT_WEIGHTS = frozenset({"tiny"})
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
