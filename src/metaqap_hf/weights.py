@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .configuration_metaqap import IMAGENET_MEAN, IMAGENET_STD
+
 if TYPE_CHECKING:  # weights.py imports no model code at run time: the model is a first-floor neighbour
     from .modeling_metaqap import MetaQAPModel
 
@@ -46,8 +48,6 @@ __all__ = [
     "resolve_backbone_weights",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_INCEPTION_MEAN = (0.5, 0.5, 0.5)
 TF_INCEPTION_STD = (0.5, 0.5, 0.5)
 
