@@ -3,7 +3,7 @@
 Rows: the checkpoint's score (meta-learner), every base model alone, and the plain average of the base models
 (the ablation without the meta-learner). Columns: SROCC, KROCC, PLCC and RMSE on raw predictions, and PLCC/RMSE
 after the 4- and 5-parameter logistic mappings (VQEG). The evaluation itself is
-`metaqap_hf.training.evaluate_checkpoint` (the `metaqap evaluate` command), which also writes predictions.csv and
+`metaqap_hf.evaluation.evaluate_checkpoint` (the `metaqap evaluate` command), which also writes predictions.csv and
 scatter.png to --output-dir.
 
     python benchmarks/accuracy.py src/metaqap_hf/checkpoints/metaqap-lite-biq2021 \
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import metaqap_hf
-from metaqap_hf.training import evaluate_checkpoint
+from metaqap_hf.evaluation import evaluate_checkpoint
 
 COLUMNS = ("srocc", "krocc", "plcc", "rmse", "plcc_4pl", "rmse_4pl", "plcc_5pl", "rmse_5pl")
 

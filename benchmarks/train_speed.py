@@ -28,8 +28,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from metaqap_hf import LITE_BACKBONES, MetaQAPConfig, MetaQAPImageProcessor, MetaQAPModel
-from metaqap_hf.training import (
+from metaqap_hf import LITE_BACKBONES, MetaQAPImageProcessor
+from metaqap_hf.factory import create_model
+from metaqap_hf.training.data import (
     ImageFiles,
     QualityAugmentation,
     QualityDataCollator,
@@ -143,7 +144,7 @@ def main() -> None:
         rows = []
         for spec in backbones:
             torch.manual_seed(0)
-            model = MetaQAPModel(MetaQAPConfig(backbones=[spec])).to(device)
+            model = create_model([spec], pretrained=False).to(device)  # speed does not depend on the weights
             for precision, source in itertools.product(("fp32", "bf16"), ("cache", "decode")):
                 speed = _training_images_per_second(model, loaders[source], args.steps, precision == "bf16",
                                                     device)

@@ -42,8 +42,7 @@ def tiny_checkpoint(tmp_path, tiny_config):
         for head in model.heads:
             head.mlp.weight.normal_(std=0.05)
             head.mlp.bias.fill_(0.5)
-        model.meta_learner.coefficients.copy_(torch.tensor([0.7, 0.4]))
-        model.meta_learner.intercept.fill_(-0.05)
+        model.config.set_meta_learner("ridge", [0.7, 0.4], -0.05)
     path = tmp_path / "tiny-metaqap"
     model.save_pretrained(path)
     MetaQAPImageProcessor().save_pretrained(path)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from metaqap_hf.cli import build_parser, main
+from metaqap_cli import main
 
 from _images import random_photo
 
@@ -53,9 +53,9 @@ def test_nothing_scorable_exits_three(tmp_path, tiny_checkpoint):
 
 
 def test_help_reads_well():
-    text = build_parser().format_help()
-    assert "score" in text and "COMMAND" in text
-    result = subprocess.run([sys.executable, "-m", "metaqap_hf.cli", "score", "--help"],
+    result = subprocess.run([sys.executable, "-m", "metaqap_hf", "--help"], capture_output=True, text=True, check=True)
+    assert "score" in result.stdout and "COMMAND" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "metaqap_hf", "score", "--help"],
                             capture_output=True, text=True, check=True)
     for option in ("--model", "--batch-size", "--device", "--format", "--output", "exit status"):
         assert option in result.stdout

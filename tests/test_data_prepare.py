@@ -89,7 +89,7 @@ def test_existing_output_needs_overwrite(tiny_kadid: Path, tmp_path: Path):
 
 def test_registry_names_loaders_and_scales(tiny_kadid: Path):
     assert set(DATASETS) == {"biq2021", "koniq10k", "live_challenge", "spaq", "kadid10k"}
-    assert {name: entry.mos_range for name, entry in DATASETS.items()} == {
+    assert {name: entry.info.mos_range for name, entry in DATASETS.items()} == {
         "biq2021": (0.0, 1.0), "koniq10k": (1.0, 5.0), "live_challenge": (0.0, 100.0),
         "spaq": (0.0, 100.0), "kadid10k": (1.0, 5.0),
     }
@@ -99,5 +99,5 @@ def test_registry_names_loaders_and_scales(tiny_kadid: Path):
         get_benchmark("tid2013")
     assert set(DATASETS["koniq10k"].options) == {"resolution", "strict", "download", "cache_dir"}
     assert [name for name, entry in DATASETS.items() if entry.downloadable] == ["biq2021", "koniq10k"]
-    with pytest.raises(TypeError, match=r"KADID-10k takes no option resolution; its options are split_index"):
+    with pytest.raises(ValueError, match=r"KADID-10k takes no option resolution; its options are split_index"):
         prepare_dataset("kadid10k", tiny_kadid, tiny_kadid.parent / "out", resolution="512x384")

@@ -63,9 +63,23 @@ def test_finetune_with_accelerate_then_evaluate_the_checkpoint(tmp_path, biq2021
         assert plot.format == "PNG" and plot.width > 300
 
 
+def test_the_example_and_the_command_write_identical_checkpoints(tmp_path, biq2021_sample):
+    """`examples/finetune_accelerate.py` wraps `finetune`, as `metaqap train` does: same options, same bytes."""
+    arguments = ["--data-dir", str(biq2021_sample), *TINY, "--train-limit", "16", "--epochs", "1"]
+    _run("finetune_accelerate.py", "--output-dir", str(tmp_path / "example"), *arguments)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run([sys.executable, "-m", "metaqap_hf", "train", "--output-dir", str(tmp_path / "command"),
+                                *arguments], env=environment, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    for name in ("model.safetensors", "config.json"):
+        example = (tmp_path / "example" / "final" / name).read_bytes()
+        assert example == (tmp_path / "command" / "final" / name).read_bytes(), name
+
+
 def test_finetune_with_trainer(tmp_path, biq2021_sample):
     run_dir = tmp_path / "trainer"
-    output = _run("finetune_trainer.py", "--data-dir", str(biq2021_sample), "--output-dir", str(run_dir), *TINY)
+    output = _run("finetune_trainer.py", "--data-dir", str(biq2021_sample), "--output-dir", str(run_dir), "--bf16",
+                  *TINY)
     metrics = json.loads(output[output.index("{\n"):])
     assert {"eval_srocc", "eval_plcc", "eval_loss"} <= set(metrics) and metrics["epoch"] == 2.0
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {

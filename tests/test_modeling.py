@@ -91,13 +91,14 @@ def test_non_persistent_buffers_survive_reload(tmp_path):
         torch.testing.assert_close(loaded(x).score, model(x).score)
 
 
-def test_gradients_reach_every_backbone_head_and_the_meta_learner(tiny_config):
+def test_gradients_reach_every_backbone_and_head(tiny_config):
     torch.manual_seed(0)
     model = MetaQAPModel(tiny_config).train()
     out = model(_pixels(4, batch=4), labels=torch.tensor([1.5, 2.5, 3.5, 4.5]))
     assert out.loss is not None and torch.isfinite(out.loss)
     out.loss.backward()
-    for prefix in ("backbones.0.", "backbones.1.", "heads.0.", "heads.1.", "meta_learner."):
+    assert {name.split(".")[0] for name, _ in model.named_parameters()} == {"backbones", "heads"}
+    for prefix in ("backbones.0.", "backbones.1.", "heads.0.", "heads.1."):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads), prefix
         assert sum(g.abs().sum() for g in grads) > 0, f"no gradient reaches {prefix}"
@@ -111,3 +112,22 @@ def test_bfloat16_matches_float32_closely(tiny_checkpoint):
         half = model.to(torch.bfloat16)(x).score
     assert half.dtype == torch.float32  # scores are always returned in float32
     torch.testing.assert_close(half, full, atol=0.05, rtol=0)
+
+
+def test_the_meta_learner_lives_in_the_config(tiny_checkpoint, tmp_path):
+    """Editing config.json's meta-learner changes the scores; the weights hold no copy of it."""
+    import json
+
+    from safetensors.torch import load_file
+
+    assert not any(key.startswith("meta_learner") for key in load_file(tiny_checkpoint / "model.safetensors"))
+    x = _pixels(5)
+    model = MetaQAPModel.from_pretrained(tiny_checkpoint).eval()
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    config["meta_learner"] = {"method": "mean", "coefficients": [1.0, 0.0], "intercept": 0.0}
+    (tiny_checkpoint / "config.json").write_text(json.dumps(config))
+    edited = MetaQAPModel.from_pretrained(tiny_checkpoint).eval()
+    with torch.no_grad():
+        output, edited_output = model(x), edited(x)
+    torch.testing.assert_close(edited_output.score, output.base_scores[:, 0])
+    assert not torch.allclose(edited_output.score, output.score)

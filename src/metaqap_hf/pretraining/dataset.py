@@ -24,12 +24,11 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
+from ..files import IMAGE_SUFFIXES, walk_files
 from ..image_processing_metaqap import load_image_tensor
 from .labels import DEFAULT_METRICS, PseudoMOSLabeler, full_reference_scores
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "DistortedStream", "export_shards", "ShardDataset"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+__all__ = ["find_images", "DistortedStream", "export_shards", "ShardDataset"]
 
 # Seed-stream tags, so calibration samples never coincide with training samples.
 _TRAINING_STREAM = 0
@@ -41,9 +40,9 @@ def find_images(root: str | PathLike) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Pristine image folder {root} does not exist.")
-    paths = sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    paths = walk_files([root], images_only=True).files
     if not paths:
-        raise FileNotFoundError(f"No {'/'.join(IMAGE_SUFFIXES)} images under {root}.")
+        raise FileNotFoundError(f"No {'/'.join(sorted(IMAGE_SUFFIXES))} images under {root}.")
     return paths
 
 

@@ -23,21 +23,19 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset, Subset
 
-from ..configuration_metaqap import MetaQAPConfig
+from ..factory import create_model
 from ..modeling_metaqap import MetaQAPModel
-from ..training.accelerate_loop import AccelerateTrainingArguments, train_with_accelerate
-from ..training.model_setup import initialize_head_bias
-from ..training.recipes import BACKBONE_PRESETS
-from ..weights import load_pretrained_backbones
+from ..training.loop import AccelerateTrainingArguments, initialize_head_bias, train_with_accelerate
 from .dataset import DistortedStream, ShardDataset
 from .labels import DEFAULT_METRICS
 
-__all__ = ["StreamSamples", "build_pretraining_model", "pretrain", "load_backbones_from_checkpoint"]
+__all__ = ["PRETRAINING_MODEL_OPTIONS", "StreamSamples", "pretrain", "load_backbones_from_checkpoint"]
 
 LABELER_FILE = "pseudo_mos_labeler.json"
 SETTINGS_FILE = "pretraining.json"
-# Presets whose backbones have no ImageNet weights (timm's random test models).
-_PRESETS_WITHOUT_WEIGHTS = frozenset({"tiny"})
+# `create_model` options of the model `pretrain` trains: pseudo-MOS on [0, 1], MLP heads.
+PRETRAINING_MODEL_OPTIONS = {"mos_range": [0.0, 1.0], "mos_name": "pseudo-MOS (0-1, FR metrics fused)",
+                             "head_hidden_size": 256, "head_dropout": 0.2}
 # Seed offset of the validation stream: its crops and distortions never coincide with the training stream's.
 _VALIDATION_SEED_OFFSET = 1_000_003
 
@@ -61,37 +59,6 @@ class StreamSamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.stream.sample(index)
         return {"pixel_values": sample["pixel_values"], "labels": sample["labels"]}
-
-
-def _backbone_specs(backbones: str | Sequence[Mapping]) -> tuple[list[dict], bool]:
-    """Backbone specs of a preset name or explicit list, and whether ImageNet weights exist for them."""
-    if isinstance(backbones, str):
-        if backbones not in BACKBONE_PRESETS:
-            raise ValueError(f"unknown backbone preset {backbones!r}; choose one of {sorted(BACKBONE_PRESETS)}")
-        return [dict(spec) for spec in BACKBONE_PRESETS[backbones]], backbones not in _PRESETS_WITHOUT_WEIGHTS
-    return [dict(spec) for spec in backbones], True
-
-
-def build_pretraining_model(
-    backbones: str | Sequence[Mapping] = "lite",
-    *,
-    loss: str = "quality_aware",
-    pretrained: bool = True,
-    weight_sources: Mapping[str, str | os.PathLike] | None = None,
-    head_hidden_size: int = 256,
-    head_dropout: float = 0.2,
-    seed: int = 0,
-) -> MetaQAPModel:
-    """A fresh `MetaQAPModel` on the pseudo-MOS scale [0, 1], backbones from ImageNet weights when `pretrained`
-    (the ``"tiny"`` preset has none and stays random), heads seeded with `seed`."""
-    specs, has_weights = _backbone_specs(backbones)
-    torch.manual_seed(seed)
-    config = MetaQAPConfig(backbones=specs, mos_range=[0.0, 1.0], mos_name="pseudo-MOS (0-1, FR metrics fused)",
-                           loss=loss, head_hidden_size=head_hidden_size, head_dropout=head_dropout)
-    model = MetaQAPModel(config)
-    if pretrained and has_weights:
-        load_pretrained_backbones(model, weight_sources)
-    return model
 
 
 def _datasets(
@@ -153,8 +120,8 @@ def pretrain(
     `metrics`, labeler calibrated on `calibration_samples` crops), or from parquet `shards` written by
     `export_shards` (their last `validation_samples` rows held out). With the stream, an epoch is
     `samples_per_epoch` samples (default: enough for `steps` steps, so the run is one pass of fresh samples).
-    `backbones` is a preset (``"lite"``, ``"tiny"``) or a list of specs; with `pretrained` they start from ImageNet
-    weights. `training_options` are further `AccelerateTrainingArguments` fields (``learning_rate``,
+    The model is `create_model(backbones, **PRETRAINING_MODEL_OPTIONS)`: `backbones` is a preset (``"lite"``,
+    ``"tiny"``) or a list of specs; with `pretrained` they start from ImageNet weights. `training_options` are further `AccelerateTrainingArguments` fields (``learning_rate``,
     ``mixed_precision``, ``eval_every_steps``, ``save_every_steps``...); rerunning into `output_dir` resumes.
 
     Writes what `train_with_accelerate` writes (``final/``, ``best/``, ``checkpoints/``, ``metrics.jsonl``,
@@ -170,8 +137,8 @@ def pretrain(
     train, validation, labeler = _datasets(
         pristine_dir, shards, crop_size=crop_size, samples_per_epoch=samples_per_epoch,
         validation_samples=validation_samples, metrics=metrics, calibration_samples=calibration_samples, seed=seed)
-    model = build_pretraining_model(backbones, loss=loss, pretrained=pretrained, weight_sources=weight_sources,
-                                    seed=seed)
+    model = create_model(backbones, pretrained=pretrained, weight_sources=weight_sources, seed=seed, loss=loss,
+                         **PRETRAINING_MODEL_OPTIONS)
     initialize_head_bias(model, [float(item["labels"]) for item in validation])
 
     output_dir = Path(output_dir)

@@ -1,85 +1,64 @@
-"""Training MetaQAP models: augmentation, the decoded-image cache, datasets and collator, a `transformers.Trainer`
-subclass, an Accelerate loop with crash-safe checkpoints and exact resumption, the frozen-feature recipe of the
-default model, and the meta-learner (stacking).
+"""Training MetaQAP models: one Accelerate loop (mixed precision, gradient accumulation, processes and GPUs,
+crash-safe checkpoints, exact resumption), a thin `transformers.Trainer` integration of the same loss and defaults,
+the frozen-feature recipe of the default model, and the meta-learner (stacking).
 
-    >>> from metaqap_hf import MetaQAPConfig, MetaQAPImageProcessor, MetaQAPModel
-    >>> from metaqap_hf.data import load_biq2021
-    >>> from metaqap_hf.training import (AccelerateTrainingArguments, QualityAugmentation, initialize_head_bias,
-    ...                                  train_with_accelerate, training_datasets)
-    >>> processor = MetaQAPImageProcessor()
-    >>> train, validation = training_datasets(load_biq2021("/data/BIQ2021"), processor,
-    ...                                       augmentation=QualityAugmentation(), cache_dir="/data/cache")
-    >>> model = MetaQAPModel(MetaQAPConfig(mos_range=[0, 1]))
-    >>> load_pretrained_backbones(model)  # from metaqap_hf.weights
-    >>> initialize_head_bias(model, train.labels)
-    >>> train_with_accelerate(model, train, validation, AccelerateTrainingArguments("runs/lite"),
-    ...                       image_processor=processor)
+    data.py          (image, MOS) datasets, collator, quality-preserving augmentation, decoded-image cache
+    loop.py          train_with_accelerate and its arguments; predict; set_trainable; the metrics log
+    checkpointing.py crash-safe checkpoint folders
+    finetune.py      finetune(): a benchmark -> a fine-tuned checkpoint (`metaqap train`)
+    trainer.py       MetaQAPTrainer, quality_training_arguments
+    frozen.py        train_frozen(): frozen backbones, MLP heads, stacking (`metaqap train-frozen`)
+    stacking.py      the meta-learner fits; stack_checkpoints() (`metaqap stack`)
+
+    >>> from metaqap_hf.training import finetune
+    >>> result = finetune("biq2021", "/data/BIQ2021", "runs/lite", num_epochs=10, cache_dir="/data/cache")
 """
 
-from .accelerate_loop import AccelerateTrainingArguments, TrainingResult, train_with_accelerate
-from .augment import AugmentationParams, QualityAugmentation
-from .checkpointing import (
-    atomic_directory,
-    checkpoint_path,
-    latest_checkpoint,
-    list_checkpoints,
-    prune_checkpoints,
-    remove_incomplete,
-    save_checkpoint,
+from .data import (
+    QualityAugmentation,
+    QualityDataCollator,
+    QualityImageDataset,
+    build_image_cache,
+    quality_dataset,
+    training_datasets,
 )
-from .evaluation import Predictions, make_compute_metrics, predict, quality_metrics
-from .features import extract_features, image_paths
-from .frozen import FrozenRecipe, build_frozen_ensemble, fit_frozen_heads, train_head
-from .image_cache import ImageFiles, build_image_cache, image_cache_key
-from .metrics_log import MetricsLog, read_metrics_log
-from .model_setup import initialize_head_bias, set_trainable, train_mode
-from .recipes import build_model, evaluate_checkpoint, finetune, load_training_splits
-from .stacking import STACKING_METHODS, MetaLearnerFit, fit_meta_learner
-from .quality_dataset import QualityDataCollator, QualityImageDataset, quality_dataset, training_datasets
+from .finetune import FinetuningSetup, finetune, load_training_splits, prepare_finetuning
+from .frozen import FrozenRecipe, extract_features, train_frozen, train_head
+from .loop import (
+    AccelerateTrainingArguments,
+    TrainingResult,
+    initialize_head_bias,
+    predict,
+    set_trainable,
+    train_with_accelerate,
+)
+from .stacking import MetaLearnerFit, fit_meta_learner, stack_checkpoints
 from .trainer import MetaQAPTrainer, quality_training_arguments
 
 __all__ = [
-    "STACKING_METHODS",
+    "AccelerateTrainingArguments",
+    "FinetuningSetup",
     "FrozenRecipe",
     "MetaLearnerFit",
-    "build_frozen_ensemble",
-    "build_model",
-    "evaluate_checkpoint",
-    "finetune",
-    "fit_frozen_heads",
-    "fit_meta_learner",
-    "load_training_splits",
-    "train_head",
-    "AccelerateTrainingArguments",
-    "AugmentationParams",
-    "ImageFiles",
     "MetaQAPTrainer",
-    "MetricsLog",
-    "Predictions",
     "QualityAugmentation",
     "QualityDataCollator",
     "QualityImageDataset",
     "TrainingResult",
-    "atomic_directory",
     "build_image_cache",
-    "checkpoint_path",
     "extract_features",
-    "image_cache_key",
-    "image_paths",
+    "finetune",
+    "fit_meta_learner",
     "initialize_head_bias",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "make_compute_metrics",
+    "load_training_splits",
     "predict",
-    "prune_checkpoints",
+    "prepare_finetuning",
     "quality_dataset",
-    "quality_metrics",
     "quality_training_arguments",
-    "read_metrics_log",
-    "remove_incomplete",
-    "save_checkpoint",
     "set_trainable",
-    "train_mode",
+    "stack_checkpoints",
+    "train_frozen",
+    "train_head",
     "train_with_accelerate",
     "training_datasets",
 ]

@@ -5,29 +5,34 @@ and the meta-learner is stacked on out-of-fold head predictions.
     images -> (frozen backbone -> pooled features, cached) -> head per backbone -> k-fold OOF predictions
            -> meta-learner fit on OOF -> heads refit on all training images -> one MetaQAPModel checkpoint
 
-The number of head epochs is chosen on the validation split carved from the training data; the test split is
-only ever predicted after every choice is made, for the report.
+Any `DatasetDict` with ``train`` and ``validation`` splits (image files and a ``mos`` column) works: a benchmark
+from `metaqap_hf.data` or your own table. The number of head epochs is chosen on ``validation``; a ``test`` split,
+when present, is only predicted after every choice is made, for the report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from ..configuration_metaqap import MetaQAPConfig
-from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..factory import create_model
+from ..image_processing_metaqap import MetaQAPImageProcessor, load_image
 from ..losses import get_loss
 from ..metrics import compute_iqa_metrics, srocc
 from ..modeling_metaqap import MetaQAPModel, QualityHead
-from .features import extract_features, image_paths
+from .data import image_paths
 from .stacking import fit_meta_learner
 
-__all__ = ["FrozenRecipe", "train_head", "fit_frozen_heads", "build_frozen_ensemble"]
+__all__ = ["FrozenRecipe", "extract_features", "fit_frozen_heads", "train_frozen", "train_head"]
 
 
 @dataclass
@@ -68,9 +73,7 @@ def train_head(
     head = QualityHead(features.shape[1], recipe.hidden_size, recipe.dropout)
     head.feature_mean.copy_(torch.from_numpy(features.mean(0)))
     head.feature_std.copy_(torch.from_numpy(features.std(0) + 1e-6))
-    with torch.no_grad():  # start at the mean target so the first epochs are not spent finding the offset
-        output_layer = head.mlp[-1] if isinstance(head.mlp, torch.nn.Sequential) else head.mlp
-        output_layer.bias.fill_(float(targets.mean()))
+    head.set_output_bias(float(targets.mean()))
     x, y = torch.from_numpy(features), torch.from_numpy(targets.astype(np.float32))
     loss_fn = get_loss(recipe.loss)
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
@@ -121,10 +124,7 @@ def fit_frozen_heads(
     fits = {method: fit_meta_learner(out_of_fold, all_targets, method)
             for method in ("stepwise", "ridge", "nnls", "mean")}
     chosen = fits[recipe.meta_learner]
-    with torch.no_grad():
-        model.meta_learner.coefficients.copy_(torch.tensor(chosen.coefficients))
-        model.meta_learner.intercept.fill_(chosen.intercept)
-    model.config.meta_learner = chosen.as_config()
+    model.config.set_meta_learner(**chosen.as_config())
     report["meta_learner"] = {
         "chosen": recipe.meta_learner, "fitted_on": f"{recipe.folds}-fold out-of-fold predictions on train+validation",
         "steps": chosen.steps,
@@ -134,58 +134,58 @@ def fit_frozen_heads(
     return report
 
 
-def build_frozen_ensemble(
-    data_dir: str | Path,
-    output_dir: str | Path,
+def train_frozen(
+    dataset,
+    output_dir: str | os.PathLike,
     *,
-    backbones: list[dict],
+    mos_range: Sequence[float],
+    mos_name: str = "MOS",
+    backbones: str | Sequence[Mapping] = "lite",
+    image_size: int | None = None,
     recipe: FrozenRecipe | None = None,
-    feature_cache: str | Path | None = None,
+    feature_cache: str | os.PathLike | None = None,
     feature_dtype: torch.dtype = torch.bfloat16,
-    mos_name: str = "BIQ2021 MOS (0-1)",
-    pretrained_backbones: bool = True,
-    weight_sources: dict[str, str] | None = None,
+    pretrained: bool = True,
+    weight_sources: Mapping[str, str | os.PathLike] | None = None,
     device: str | None = None,
 ) -> dict:
-    """Train the frozen-backbone ensemble on BIQ2021's official train split (validation carved from it), write the
-    checkpoint (model, image processor, `training_report.json`) to `output_dir`, and return the report.
-    Backbones get ImageNet weights through `metaqap_hf.weights` (`weight_sources` maps a name to a local file);
-    `pretrained_backbones=False` keeps timm's random initialisation (tests). Features are computed on `device`
-    (default: CUDA when available); heads train on the CPU, which is fast enough for pooled features."""
-    from ..data import load_biq2021
-    from ..weights import load_pretrained_backbones
+    """Train the frozen-backbone ensemble on `dataset` (a `DatasetDict` with ``train`` and ``validation``, and
+    optionally ``test``; MOS in column ``mos`` on `mos_range`), write the checkpoint (model, image processor,
+    ``training_report.json``) to `output_dir`, and return the report.
 
+    The model comes from `metaqap_hf.factory.create_model(backbones, image_size=...)`, with ImageNet weights when
+    `pretrained`. Features are computed on `device` (default: CUDA when available); heads train on the CPU, which
+    is fast enough for pooled features."""
     recipe = recipe or FrozenRecipe()
     started = time.time()
-    dataset = load_biq2021(data_dir, validation_fraction=0.1, seed=recipe.seed)
-    config = MetaQAPConfig(backbones=backbones, head_hidden_size=recipe.hidden_size, head_dropout=recipe.dropout,
-                           mos_range=[0.0, 1.0], mos_name=mos_name, loss=recipe.loss)
-    model = MetaQAPModel(config).eval()
-    if pretrained_backbones:
-        load_pretrained_backbones(model, weight_sources)
+    splits = [split for split in ("train", "validation", "test") if split in dataset]
+    model = create_model(backbones, image_size=image_size, pretrained=pretrained, weight_sources=weight_sources,
+                         seed=recipe.seed, mos_range=list(mos_range), mos_name=mos_name, loss=recipe.loss,
+                         head_hidden_size=recipe.hidden_size, head_dropout=recipe.dropout).eval()
+    config = model.config
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = MetaQAPImageProcessor()
     features = {
         split: [extract_features(model, processor, image_paths(dataset[split]), i, dtype=feature_dtype,
                                  cache_dir=feature_cache, desc=f"{backbone_id} {split}")
                 for i, backbone_id in enumerate(config.backbone_ids)]
-        for split in ("train", "validation", "test")
+        for split in splits
     }
-    targets = {split: model.to_unit_scale(torch.tensor(dataset[split]["mos"])).numpy() for split in features}
+    targets = {split: model.to_unit_scale(torch.tensor(dataset[split]["mos"])).numpy() for split in splits}
     model.to("cpu")
     report = fit_frozen_heads(model, features["train"], targets["train"], features["validation"],
                               targets["validation"], recipe)
 
-    # Every choice is made; now, and only now, look at the official test split (for the report).
-    test_bases = np.column_stack([_predict(model.heads[i], f) for i, f in enumerate(features["test"])])
-    test_score = test_bases @ np.asarray(config.meta_learner["coefficients"]) + config.meta_learner["intercept"]
-    report["test_from_cached_features"] = {
-        "note": f"official test split, {len(test_score)} images, features in {feature_dtype}",
-        "meta_learner": compute_iqa_metrics(test_score, targets["test"]),
-        "mean_of_bases": compute_iqa_metrics(test_bases.mean(1), targets["test"]),
-        **{backbone_id: compute_iqa_metrics(test_bases[:, i], targets["test"])
-           for i, backbone_id in enumerate(config.backbone_ids)},
-    }
+    if "test" in splits:  # every choice is made; now, and only now, look at the test split (for the report)
+        test_bases = np.column_stack([_predict(model.heads[i], f) for i, f in enumerate(features["test"])])
+        test_score = model.combine(torch.from_numpy(test_bases)).numpy()
+        report["test_from_cached_features"] = {
+            "note": f"test split, {len(test_score)} images, features in {feature_dtype}",
+            "meta_learner": compute_iqa_metrics(test_score, targets["test"]),
+            "mean_of_bases": compute_iqa_metrics(test_bases.mean(1), targets["test"]),
+            **{backbone_id: compute_iqa_metrics(test_bases[:, i], targets["test"])
+               for i, backbone_id in enumerate(config.backbone_ids)},
+        }
     report["wall_time_s"] = round(time.time() - started, 1)
 
     output_dir = Path(output_dir)
@@ -193,3 +193,55 @@ def build_frozen_ensemble(
     processor.save_pretrained(output_dir)
     (output_dir / "training_report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     return report
+
+
+# Features
+
+def _cache_key(model: MetaQAPModel, index: int, paths: list[str], dtype: torch.dtype) -> str:
+    """Features depend on the backbone's spec and weights, the precision and the images."""
+    spec = model.config.backbones[index]
+    identity = {"backbone": spec, "dtype": str(dtype), "paths": paths}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+    for name, tensor in model.backbones[index].state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def extract_features(
+    model: MetaQAPModel,
+    image_processor,
+    paths: list[str],
+    index: int,
+    *,
+    batch_size: int = 16,
+    dtype: torch.dtype = torch.bfloat16,
+    cache_dir: str | os.PathLike | None = None,
+    desc: str | None = None,
+) -> np.ndarray:
+    """Features (N, D) float32 of backbone `index` for every image in `paths`, decoded and processed exactly as at
+    inference (`load_image` + the image processor). With `cache_dir`, a result is saved there keyed by backbone
+    spec and weights, dtype and image list, and reused."""
+    cache_file = None
+    if cache_dir is not None:
+        name = model.config.backbone_ids[index].replace("@", "_")
+        cache_file = Path(cache_dir) / f"{name}-{_cache_key(model, index, paths, dtype)}.npy"
+        if cache_file.is_file():
+            return np.load(cache_file)
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    for start in tqdm(range(0, len(paths), batch_size), desc=desc or model.config.backbone_ids[index],
+                      unit="batch"):
+        images = [load_image(path) for path in paths[start:start + batch_size]]
+        pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            chunks.append(model.base_features(pixel_values, index).float().cpu().numpy())
+    features = np.concatenate(chunks)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_suffix(".tmp.npy")
+        np.save(temporary, features)
+        os.replace(temporary, cache_file)
+    return features

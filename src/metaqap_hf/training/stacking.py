@@ -10,11 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.optimize import nnls
+from torch.utils.data import DataLoader
 
-__all__ = ["MetaLearnerFit", "fit_meta_learner", "combine_checkpoints", "stack_checkpoints", "STACKING_METHODS"]
+from ..configuration_metaqap import META_LEARNER_METHODS, MetaQAPConfig
+from ..data import get_benchmark
+from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..modeling_metaqap import MetaQAPModel
+from .data import QualityDataCollator, quality_dataset
+from .loop import predict
 
-STACKING_METHODS = ("stepwise", "ridge", "nnls", "mean")
+__all__ = ["MetaLearnerFit", "fit_meta_learner", "combine_checkpoints", "stack_checkpoints"]
 
 
 @dataclass
@@ -111,27 +118,23 @@ def fit_meta_learner(
         solution, _ = nnls(design, y)
         coefficients, intercept = solution[:k], float(solution[k] - solution[k + 1])
     else:
-        raise ValueError(f"unknown meta-learner method {method!r}; choose from {STACKING_METHODS}")
+        raise ValueError(f"unknown meta-learner method {method!r}; choose from {META_LEARNER_METHODS}")
     coefficients = np.asarray(coefficients, dtype=np.float64)
     return MetaLearnerFit(method, coefficients.tolist(), float(intercept), _r2(y, x @ coefficients + intercept))
 
 
-def combine_checkpoints(checkpoints: list[str | Path]):
+def combine_checkpoints(checkpoints: list[str | Path]) -> MetaQAPModel:
     """One MetaQAPModel holding every backbone and head of several trained checkpoints, in order (meta-learner reset
-    to the plain average). The checkpoints must share MOS range, feature pooling and head shape."""
-    from ..configuration_metaqap import MetaQAPConfig
-    from ..modeling_metaqap import MetaQAPModel
-
+    to the plain average). The checkpoints must share MOS range and head shape."""
     models = [MetaQAPModel.from_pretrained(path) for path in checkpoints]
     first = models[0].config
     for path, model in zip(checkpoints, models):
-        for key in ("mos_range", "feature_pooling", "head_hidden_size"):
+        for key in ("mos_range", "head_hidden_size"):
             if getattr(model.config, key) != getattr(first, key):
                 raise ValueError(f"{path}: {key} {getattr(model.config, key)!r} differs from "
                                  f"{checkpoints[0]}'s {getattr(first, key)!r}; only like checkpoints can be stacked")
     specs = [spec for model in models for spec in model.config.backbones]
-    config = MetaQAPConfig(backbones=specs, feature_pooling=first.feature_pooling,
-                           head_hidden_size=first.head_hidden_size, head_dropout=first.head_dropout,
+    config = MetaQAPConfig(backbones=specs, head_hidden_size=first.head_hidden_size, head_dropout=first.head_dropout,
                            mos_range=first.mos_range, mos_name=first.mos_name, loss=first.loss,
                            loss_kwargs=first.loss_kwargs)
     combined = MetaQAPModel(config)
@@ -161,15 +164,7 @@ def stack_checkpoints(
     """Combine trained base-model checkpoints into one model and fit its meta-learner on their predictions for the
     validation split carved from the benchmark's TRAIN data (held out from base-model training when they were
     trained with the same `validation_fraction` and `seed`). Writes the combined checkpoint to `output_dir`.
-    (K-fold cross-fitting needs the base models retrained per fold: `build_frozen_ensemble` does that for heads.)"""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from ..data import get_benchmark
-    from ..image_processing_metaqap import MetaQAPImageProcessor
-    from .evaluation import predict
-    from .quality_dataset import QualityDataCollator, quality_dataset
-
+    (K-fold cross-fitting needs the base models retrained per fold: `train_frozen` does that for heads.)"""
     model = combine_checkpoints(checkpoints).eval()
     processor = MetaQAPImageProcessor.from_pretrained(checkpoints[0])
     splits = get_benchmark(dataset).load(data_dir, validation_fraction=validation_fraction, seed=seed)
@@ -178,10 +173,7 @@ def stack_checkpoints(
     predictions = predict(model, loader)
     fit = fit_meta_learner(model.to_unit_scale(torch.as_tensor(predictions.base_scores)).numpy(),
                            model.to_unit_scale(torch.as_tensor(predictions.labels)).numpy(), method)
-    with torch.no_grad():
-        model.meta_learner.coefficients.copy_(torch.tensor(fit.coefficients))
-        model.meta_learner.intercept.fill_(fit.intercept)
-    model.config.meta_learner = fit.as_config()
+    model.config.set_meta_learner(**fit.as_config())
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return fit

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,14 +40,23 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..metrics import ensemble_metrics
 from ..modeling_metaqap import MetaQAPModel
 from .checkpointing import atomic_directory, checkpoint_path, latest_checkpoint, remove_incomplete, save_checkpoint
-from .evaluation import predict, quality_metrics
-from .metrics_log import MetricsLog
-from .model_setup import set_trainable, train_mode
-from .quality_dataset import QualityDataCollator
+from .data import QualityDataCollator
 
-__all__ = ["AccelerateTrainingArguments", "TrainingResult", "train_with_accelerate"]
+__all__ = [
+    "AccelerateTrainingArguments",
+    "MetricsLog",
+    "Predictions",
+    "TrainingResult",
+    "initialize_head_bias",
+    "predict",
+    "read_metrics_log",
+    "set_trainable",
+    "train_mode",
+    "train_with_accelerate",
+]
 
 MIXED_PRECISIONS = ("no", "bf16")
 OPTIMIZERS = ("adamw", "sgd")
@@ -67,7 +78,8 @@ class AccelerateTrainingArguments:
         lr_scheduler: a `transformers.get_scheduler` name ("cosine", "linear", "constant", ...).
         mixed_precision: "bf16" (autocast on CPU and GPU) or "no". fp16 is left out: it needs loss scaling,
             which skips steps and breaks exact resumption; bf16 does not.
-        train_backbones / train_meta_learner: what learns; heads always do. Frozen backbones stay in eval mode.
+        train_backbones: whether the backbones learn; heads always do, the meta-learner never (it is fitted by
+            stacking afterwards). Frozen backbones stay in eval mode.
         eval_every_steps: evaluate every N steps; None evaluates at the end of every epoch. The run always ends
             with an evaluation of the final weights.
         save_every_steps / keep_checkpoints: checkpoint cadence and how many to keep.
@@ -93,11 +105,10 @@ class AccelerateTrainingArguments:
     max_grad_norm: float | None = 1.0
     mixed_precision: str = "bf16"
     train_backbones: bool = True
-    train_meta_learner: bool = False
     eval_every_steps: int | None = None
     save_every_steps: int = 100
     keep_checkpoints: int = 2
-    early_stopping_patience: int | None = None
+    early_stopping_patience: int | None = 5
     metric_for_best_model: str = "srocc"
     num_workers: int = 0
     log_every_steps: int = 10
@@ -195,7 +206,7 @@ class _AccelerateRun:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         )
         self.backbone_ids = model.config.backbone_ids
-        set_trainable(model, backbones=args.train_backbones, heads=True, meta_learner=args.train_meta_learner)
+        set_trainable(model, backbones=args.train_backbones)
         collator = data_collator or QualityDataCollator(getattr(image_processor, "rescale_factor", 1 / 255))
         # drop_last: a batch of one image has no correlation for the quality-aware loss to use.
         loader_options = dict(collate_fn=collator, num_workers=args.num_workers,
@@ -206,7 +217,7 @@ class _AccelerateRun:
         # Backbones get channels_last inputs, so their weight gradients come channels_last too: parameters in the
         # same layout spare DDP a copy per bucket (and a warning) and change no value.
         model.to(memory_format=torch.channels_last)
-        optimizer = _build_optimizer(model, args)
+        optimizer = build_optimizer(model, args)
         self.model, self.optimizer, self.train_loader, self.eval_loader = self.accelerator.prepare(
             model, optimizer, train_loader, eval_loader)
         self.batches_per_epoch = len(self.train_loader)
@@ -358,7 +369,7 @@ class _AccelerateRun:
         args, progress = self.args, self.progress
         predictions = predict(self.model, self.eval_loader, self.accelerator, progress=args.progress_bar)
         self._train_mode()
-        metrics = {"eval_loss": predictions.loss, **quality_metrics(
+        metrics = {"eval_loss": predictions.loss, **ensemble_metrics(
             predictions.scores, predictions.base_scores, predictions.labels, self.backbone_ids)}
         if args.metric_for_best_model not in metrics:
             raise KeyError(f"metric_for_best_model {args.metric_for_best_model!r} is not computed; "
@@ -396,13 +407,13 @@ class _AccelerateRun:
         train_mode(self.unwrapped)
 
 
-def _build_optimizer(model: MetaQAPModel, args: AccelerateTrainingArguments) -> torch.optim.Optimizer:
-    """Parameter groups: backbones at `learning_rate`, heads and meta-learner at `head_learning_rate`; weight
-    decay only on weight matrices and kernels (not biases, norms or the meta-learner's coefficients)."""
+def build_optimizer(model: MetaQAPModel, args: AccelerateTrainingArguments) -> torch.optim.Optimizer:
+    """Parameter groups: backbones at `learning_rate`, heads at `head_learning_rate`; weight decay only on weight
+    matrices and kernels (not biases or norms). `MetaQAPTrainer` builds its optimizer here too."""
     head_lr = args.head_learning_rate if args.head_learning_rate is not None else args.learning_rate
     groups = []
-    for modules, lr in (([model.backbones], args.learning_rate), ([model.heads, model.meta_learner], head_lr)):
-        params = [p for module in modules for p in module.parameters() if p.requires_grad]
+    for module, lr in ((model.backbones, args.learning_rate), (model.heads, head_lr)):
+        params = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups += [{"params": decay, "lr": lr, "weight_decay": args.weight_decay},
@@ -411,3 +422,135 @@ def _build_optimizer(model: MetaQAPModel, args: AccelerateTrainingArguments) -> 
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=args.learning_rate, momentum=0.9)
     return torch.optim.AdamW(groups, lr=args.learning_rate)
+
+
+# Parts of a run
+
+def set_trainable(model: MetaQAPModel, *, backbones: bool = True) -> dict[str, int]:
+    """Heads always learn; backbones when `backbones`. Returns the number of trainable parameters per part."""
+    parts = {"backbones": (model.backbones, backbones), "heads": (model.heads, True)}
+    counts = {}
+    for name, (module, flag) in parts.items():
+        module.requires_grad_(flag)
+        counts[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return counts
+
+
+def train_mode(model: torch.nn.Module) -> None:
+    """`model.train()`, except that frozen backbones stay in eval mode: their BatchNorm running statistics must
+    not drift with the training batches when their weights are not learning."""
+    model.train()
+    backbones = getattr(model, "backbones", [])
+    for backbone in backbones:
+        if not any(p.requires_grad for p in backbone.parameters()):
+            backbone.eval()
+
+
+@torch.no_grad()
+def initialize_head_bias(model: MetaQAPModel, labels: Sequence[float]) -> float:
+    """Start every head at the mean training label (unit scale) instead of 0.
+
+    Fresh heads predict about 0 while MOS sit mid-scale; at fine-tuning learning rates the bias alone would take
+    thousands of steps to get there. Returns the bias used. Call on a fresh model, before training.
+    """
+    unit = model.to_unit_scale(torch.as_tensor(labels, dtype=torch.float64))
+    if unit.numel() == 0:
+        raise ValueError("initialize_head_bias: no labels given")
+    mean = float(unit.mean())
+    for head in model.heads:
+        head.set_output_bias(mean)
+    return mean
+
+
+@dataclass
+class Predictions:
+    """One pass over a labelled dataset: scores (N,), base scores (N, num_backbones), labels (N,), all on the
+    checkpoint's MOS scale, and the loss averaged over images (correlation terms are per batch)."""
+
+    scores: np.ndarray
+    base_scores: np.ndarray
+    labels: np.ndarray
+    loss: float
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataloader, accelerator=None, *, progress: bool = True) -> Predictions:
+    """Run `model` in eval mode over `dataloader` (batches of `pixel_values` and `labels`).
+
+    With an `accelerate.Accelerator` (and a dataloader it prepared), predictions from every process are gathered
+    with the padding of the last batch removed; without one, batches are moved to the model's device.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    scores, base_scores, labels, losses, counts = [], [], [], [], []
+    show = progress and (accelerator is None or accelerator.is_local_main_process)
+    for batch in tqdm(dataloader, desc="evaluating", unit="batch", disable=not show, leave=False):
+        if accelerator is None:
+            batch = {key: value.to(device) for key, value in batch.items()}
+        output = model(**batch)
+        batch_scores, batch_bases, batch_labels = output.score.float(), output.base_scores.float(), batch["labels"]
+        batch_loss = output.loss.detach().float().reshape(1) * len(batch_labels)
+        batch_count = torch.tensor([len(batch_labels)], device=batch_loss.device, dtype=torch.float32)
+        if accelerator is not None:
+            batch_scores, batch_bases, batch_labels = accelerator.gather_for_metrics(
+                (batch_scores, batch_bases, batch_labels))
+            batch_loss, batch_count = accelerator.gather((batch_loss, batch_count))
+        scores.append(batch_scores.cpu())
+        base_scores.append(batch_bases.cpu())
+        labels.append(batch_labels.float().cpu())
+        losses.append(batch_loss.sum().cpu())
+        counts.append(batch_count.sum().cpu())
+    loss = float(torch.stack(losses).sum() / torch.stack(counts).sum())
+    return Predictions(torch.cat(scores).numpy(), torch.cat(base_scores).numpy(), torch.cat(labels).numpy(), loss)
+
+
+def read_metrics_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a metrics log, in order (a last line cut off by a kill is skipped)."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class MetricsLog:
+    """Append-only JSONL log at `path`; `keep_until_step` None starts a new log, a step resumes one.
+
+    `tensorboard_dir` (optional) also writes every numeric value as a scalar under its key.
+    """
+
+    def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None,
+                 tensorboard_dir: str | os.PathLike | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if keep_until_step is not None and self.path.is_file():
+            kept = [record for record in read_metrics_log(self.path) if record.get("step", 0) <= keep_until_step]
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        os.replace(temporary, self.path)
+        self._file = open(self.path, "a")
+        self._writer = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(tensorboard_dir))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write one record; it must carry an integer ``step``. NaN values are written as null."""
+        clean = {key: (None if isinstance(value, float) and math.isnan(value) else value)
+                 for key, value in record.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            prefix = "eval/" if record.get("kind") == "eval" else "train/"
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._writer.add_scalar(prefix + key, value, record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,63 @@
+"""`metaqap push` and `metaqap card lint`: the command lines of `metaqap_hf.hub`."""
+
+from __future__ import annotations
+
+import argparse
+
+from metaqap_hf.hub import lint_card, push_model
+
+from . import EXIT_OK, EXIT_SKIPPED, HelpFormatter, command_parser
+
+
+def add_hub_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--private", action="store_true", help="create the repo private (when it does not exist)")
+    parser.add_argument("--endpoint", metavar="URL", help="hub URL (default: $HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--token", metavar="T", help="access token (default: $HF_TOKEN or the saved login)")
+    parser.add_argument("--message", metavar="M", help="commit message")
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    if command == "push":
+        parser = command_parser(
+            command,
+            "Upload checkpoint folder CHECKPOINT (model, image processor, README.md card) to model repo REPO_ID; "
+            "prints the commit URL. The card is linted first. Package mode (default) pushes the folder as is, for "
+            "users of `import metaqap_hf`; --remote-code adds the model code so that users load it with "
+            "trust_remote_code=True. Python: metaqap_hf.hub.push_model(CHECKPOINT, REPO_ID, ...).",
+        )
+        parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder with its README.md model card")
+        parser.add_argument("repo_id", metavar="REPO_ID", help="model repo, e.g. user/metaqap-lite-biq2021")
+        parser.add_argument("--remote-code", action="store_true", help="push in remote-code mode")
+        add_hub_options(parser)
+        parser.set_defaults(func=run_push)
+        return parser
+    parser = command_parser(command, "Model cards of checkpoints.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lint = actions.add_parser(
+        "lint", help="report what makes model cards unfit to publish", formatter_class=HelpFormatter,
+        description="Check model cards: metadata and model-index parse, evaluation results, licence, required "
+                    "sections, leftover template markup, linked images. Prints each problem, or `PATH: ok`; exit "
+                    "status 1 when any card has problems. Python: metaqap_hf.hub.lint_card(PATH).",
+    )
+    lint.add_argument("paths", nargs="+", metavar="PATH", help="model card files (README.md)")
+    lint.set_defaults(func=run_lint)
+    return parser
+
+
+def run_push(args: argparse.Namespace) -> int:
+    print(push_model(args.checkpoint, args.repo_id, private=args.private, remote_code=args.remote_code,
+                     token=args.token, endpoint=args.endpoint, commit_message=args.message))
+    return EXIT_OK
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.paths:
+        problems = lint_card(path)
+        for problem in problems:
+            print(problem)
+        if problems:
+            status = EXIT_SKIPPED
+        else:
+            print(f"{path}: ok")
+    return status

@@ -1,0 +1,278 @@
+"""`metaqap train`, `train-frozen`, `stack` and `pretrain`: the command lines of `metaqap_hf.training` and
+`metaqap_hf.pretraining`. Every default shown here is read from the library function the command calls."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+from dataclasses import asdict
+
+import torch
+
+from metaqap_hf.configuration_metaqap import META_LEARNER_METHODS
+from metaqap_hf.data import get_benchmark
+from metaqap_hf.factory import BACKBONE_PRESETS
+from metaqap_hf.losses import LOSSES
+from metaqap_hf.pretraining.stage import pretrain
+from metaqap_hf.training import (
+    AccelerateTrainingArguments,
+    FrozenRecipe,
+    finetune,
+    prepare_finetuning,
+    stack_checkpoints,
+    train_frozen,
+)
+
+from . import EXIT_OK, command_parser
+
+LOOP = {field.name: field.default for field in dataclasses.fields(AccelerateTrainingArguments)}
+FROZEN = {field.name: field.default for field in dataclasses.fields(FrozenRecipe)}
+# The precision of training and feature extraction, named as everywhere else in the command line.
+MIXED_PRECISION = {"bfloat16": "bf16", "float32": "no"}
+DTYPE_OF_MIXED_PRECISION = {value: key for key, value in MIXED_PRECISION.items()}
+
+
+def _defaults(function) -> dict:
+    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
+def _weight_source(text: str) -> tuple[str, str]:
+    name, separator, path = text.partition("=")
+    if not (separator and name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE, got {text!r}")
+    return name, path
+
+
+def _add_model_options(group, defaults: dict) -> None:
+    group.add_argument("--backbones", default=defaults["backbones"], metavar="PRESET",
+                       choices=sorted(BACKBONE_PRESETS),
+                       help=f"backbone preset: lite (the four ImageNet backbones), one of them by its timm name, or "
+                            f"tiny (random timm test models, smoke runs); one of {', '.join(sorted(BACKBONE_PRESETS))}")
+    group.add_argument("--random-init", action="store_true", help="do not load ImageNet weights")
+    group.add_argument("--weights", type=_weight_source, action="append", default=[], metavar="NAME=FILE",
+                       help="ImageNet weights file for backbone NAME (repeatable; default: the weights cache)")
+
+
+def _add_loop_options(group) -> None:
+    group.add_argument("--lr", type=float, default=LOOP["learning_rate"], help="backbone learning rate")
+    group.add_argument("--head-lr", type=float, default=LOOP["head_learning_rate"], help="heads' learning rate")
+    group.add_argument("--dtype", choices=sorted(MIXED_PRECISION),
+                       default=DTYPE_OF_MIXED_PRECISION[LOOP["mixed_precision"]],
+                       help="training precision (bfloat16: autocast on CPU and GPU)")
+    group.add_argument("--save-every", type=int, default=LOOP["save_every_steps"], metavar="N",
+                       help="checkpoint every N optimizer steps")
+    group.add_argument("--eval-every", type=int, default=LOOP["eval_every_steps"], metavar="N",
+                       help="evaluate every N steps (default: every epoch)")
+
+
+# ------------------------------------------------------------------------------------------------- train
+def _train_parser(command: str) -> argparse.ArgumentParser:
+    defaults = _defaults(prepare_finetuning)
+    parser = command_parser(
+        command,
+        "Fine-tune the base models of a fresh MetaQAP model on a benchmark's train split with the Accelerate loop "
+        "(bf16, gradient accumulation, crash-safe checkpoints): validation is carved from train and the test split "
+        "is never read. Rerun the same command to resume. Writes OUTPUT_DIR/best, final/, checkpoints/, "
+        "metrics.jsonl, training_result.json; prints the result. Several processes: accelerate launch -m "
+        "metaqap_hf train ... Python: metaqap_hf.training.finetune(DATASET, DATA_DIR, OUTPUT_DIR, ...).",
+    )
+    parser.add_argument("--dataset", default="biq2021", help="registered benchmark")
+    parser.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="run folder (rerun to resume)")
+    model = parser.add_argument_group("model")
+    _add_model_options(model, defaults)
+    model.add_argument("--loss", default=defaults["loss"], choices=sorted(LOSSES), help="training loss")
+    data = parser.add_argument_group("data")
+    data.add_argument("--image-size", type=int, default=defaults["image_size"], metavar="N",
+                      help="processor resize (512 = inference default)")
+    data.add_argument("--validation-fraction", type=float, default=defaults["validation_fraction"], metavar="F",
+                      help="share of the training images held out for model selection")
+    data.add_argument("--train-limit", type=int, default=defaults["train_limit"], metavar="N",
+                      help="use the first N training images")
+    data.add_argument("--validation-limit", type=int, default=defaults["validation_limit"], metavar="N",
+                      help="use the first N validation images")
+    data.add_argument("--cache-dir", default=defaults["cache_dir"], metavar="DIR",
+                      help="keep decoded images here (default: in memory)")
+    data.add_argument("--no-cache", action="store_true", help="decode images on every access")
+    data.add_argument("--num-workers", type=int, default=defaults["num_workers"], metavar="N",
+                      help="decoding processes")
+    loop = parser.add_argument_group("training loop")
+    loop.add_argument("--epochs", type=int, default=LOOP["num_epochs"], metavar="N", help="passes over the training set")
+    loop.add_argument("--max-steps", type=int, default=LOOP["max_steps"], metavar="N",
+                      help="stop after N optimizer steps (default: after --epochs)")
+    loop.add_argument("--batch-size", type=int, default=LOOP["per_device_batch_size"], metavar="N",
+                      help="per process and micro-batch")
+    loop.add_argument("--grad-accum", type=int, default=LOOP["gradient_accumulation_steps"], metavar="N",
+                      help="micro-batches per optimizer step")
+    loop.add_argument("--freeze-backbones", action="store_true", help="train the heads only")
+    loop.add_argument("--patience", type=int, default=LOOP["early_stopping_patience"], metavar="N",
+                      help="early stopping, in evaluations")
+    _add_loop_options(loop)
+    loop.add_argument("--seed", type=int, default=defaults["seed"], metavar="N", help="seed of splits, order and heads")
+    parser.set_defaults(func=run_train)
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    result = finetune(
+        args.dataset, args.data_dir, args.output_dir, backbones=args.backbones, pretrained=not args.random_init,
+        weight_sources=dict(args.weights), loss=args.loss, image_size=args.image_size,
+        validation_fraction=args.validation_fraction, train_limit=args.train_limit,
+        validation_limit=args.validation_limit, cache=not args.no_cache, cache_dir=args.cache_dir,
+        num_workers=args.num_workers, seed=args.seed, num_epochs=args.epochs, max_steps=args.max_steps,
+        per_device_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=MIXED_PRECISION[args.dtype],
+        train_backbones=not args.freeze_backbones, save_every_steps=args.save_every,
+        eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
+    )
+    print(json.dumps(asdict(result), indent=2))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ train-frozen
+def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
+    defaults = _defaults(train_frozen)
+    parser = command_parser(
+        command,
+        "Reproduce metaqap-lite-biq2021 end to end from a raw benchmark folder on a CPU: the lite backbones stay "
+        "frozen with their ImageNet weights; their multi-stage pooled features are computed once (cached with "
+        "--cache-dir); one MLP head per backbone is trained on them (epochs chosen on the validation split carved "
+        "from train); the meta-learner is fitted on k-fold out-of-fold head predictions; heads are refit on all "
+        "training images. The official test split is predicted only for the report. Writes the checkpoint and "
+        "training_report.json. Python: metaqap_hf.training.train_frozen(DATASET_DICT, OUTPUT_DIR, ...).",
+    )
+    parser.add_argument("--dataset", default="biq2021", help="registered benchmark")
+    parser.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoint folder to write")
+    parser.add_argument("--validation-fraction", type=float, default=_defaults(prepare_finetuning)["validation_fraction"],
+                        metavar="F", help="share of the training images held out for choosing the head epochs")
+    _add_model_options(parser, defaults)
+    parser.add_argument("--image-size", type=int, default=defaults["image_size"], metavar="N",
+                        help="backbone input side (default: the preset's)")
+    parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
+                        help="keep pooled features here and reuse them")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=str(defaults["feature_dtype"])[6:],
+                        help="feature extraction precision")
+    parser.add_argument("--device", default=defaults["device"], metavar="D",
+                        help="where features are computed (default: cuda when available)")
+    parser.add_argument("--hidden-size", type=int, default=FROZEN["hidden_size"], metavar="N",
+                        help="MLP head width (0: linear)")
+    parser.add_argument("--dropout", type=float, default=FROZEN["dropout"], help="head dropout")
+    parser.add_argument("--max-epochs", type=int, default=FROZEN["max_epochs"], metavar="N",
+                        help="most head epochs (the best is chosen on validation)")
+    parser.add_argument("--folds", type=int, default=FROZEN["folds"], metavar="K", help="cross-fitting folds")
+    parser.add_argument("--loss", default=FROZEN["loss"], choices=sorted(LOSSES), help="head loss")
+    parser.add_argument("--meta-learner", default=FROZEN["meta_learner"], choices=META_LEARNER_METHODS,
+                        help="how base scores are combined")
+    parser.add_argument("--seed", type=int, default=FROZEN["seed"], metavar="N", help="seed of splits, folds and heads")
+    parser.set_defaults(func=run_train_frozen)
+    return parser
+
+
+def run_train_frozen(args: argparse.Namespace) -> int:
+    benchmark = get_benchmark(args.dataset)
+    dataset = benchmark.load(args.data_dir, validation_fraction=args.validation_fraction, seed=args.seed)
+    recipe = FrozenRecipe(hidden_size=args.hidden_size, dropout=args.dropout, max_epochs=args.max_epochs,
+                          folds=args.folds, loss=args.loss, meta_learner=args.meta_learner, seed=args.seed)
+    report = train_frozen(dataset, args.output_dir, mos_range=benchmark.info.mos_range, mos_name=benchmark.info.mos_name,
+                          backbones=args.backbones, image_size=args.image_size, recipe=recipe,
+                          feature_cache=args.cache_dir, feature_dtype=getattr(torch, args.dtype),
+                          pretrained=not args.random_init, weight_sources=dict(args.weights), device=args.device)
+    print(json.dumps({
+        "meta_learner": report["meta_learner"]["fits"][args.meta_learner],
+        "out_of_fold_srocc": report["meta_learner"]["out_of_fold_srocc"],
+        "test": {name: {key: round(value, 4) for key, value in metrics.items()
+                        if key in ("srocc", "plcc", "krocc", "rmse")}
+                 for name, metrics in report.get("test_from_cached_features", {}).items() if name != "note"},
+        "wall_time_s": report["wall_time_s"],
+    }, indent=2))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------- stack
+def _stack_parser(command: str) -> argparse.ArgumentParser:
+    defaults = _defaults(stack_checkpoints)
+    parser = command_parser(
+        command,
+        "Combine trained MetaQAP checkpoints into one model and fit the meta-learner on their predictions for the "
+        "validation split carved from the benchmark's train data (never the test split). Use the same "
+        "--validation-fraction and --seed the base models were trained with, so those images were held out from "
+        "them. Python: metaqap_hf.training.stack_checkpoints(CHECKPOINTS, DATASET, DATA_DIR, OUTPUT_DIR).",
+    )
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="trained base-model checkpoints")
+    parser.add_argument("--dataset", default="biq2021", help="registered benchmark")
+    parser.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoint folder to write")
+    parser.add_argument("--meta-learner", default=defaults["method"], choices=META_LEARNER_METHODS,
+                        help="how base scores are combined")
+    parser.add_argument("--validation-fraction", type=float, default=defaults["validation_fraction"], metavar="F",
+                        help="the base models' held-out share of the training images")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N", help="the base models' split seed")
+    parser.set_defaults(func=run_stack)
+    return parser
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    fit = stack_checkpoints(args.checkpoints, args.dataset, args.data_dir, args.output_dir,
+                            method=args.meta_learner, validation_fraction=args.validation_fraction, seed=args.seed)
+    print(json.dumps({"method": fit.method, "coefficients": fit.coefficients, "intercept": fit.intercept,
+                      "r2": fit.r2, "output_dir": str(args.output_dir)}, indent=2))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- pretrain
+def _pretrain_parser(command: str) -> argparse.ArgumentParser:
+    defaults = _defaults(pretrain)
+    parser = command_parser(
+        command,
+        "Train a fresh MetaQAP model's backbones and heads (ImageNet start) on pseudo-MOS: random crops of the "
+        "pristine photos, each distorted by a random KADID type and level, labelled by fused full-reference "
+        "metrics; or replay parquet shards written by metaqap_hf.pretraining.export_shards (--shards). Rerun the "
+        "same command to resume. Writes OUTPUT_DIR/final (hand it to load_backbones_from_checkpoint), best/, "
+        "checkpoints/, metrics.jsonl, pretraining.json, pseudo_mos_labeler.json; prints the checkpoint path. "
+        "Python: metaqap_hf.pretraining.stage.pretrain(PRISTINE_DIR, OUTPUT_DIR, ...).",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pristine-dir", metavar="DIR", help="folder of pristine images (searched recursively)")
+    source.add_argument("--shards", metavar="DIR", help="parquet shards from export_shards instead of the stream")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="run folder (rerun to resume)")
+    _add_model_options(parser, defaults)
+    parser.add_argument("--loss", default=defaults["loss"], choices=sorted(LOSSES), help="training loss")
+    parser.add_argument("--metrics", nargs="+", default=list(defaults["metrics"]), metavar="NAME",
+                        help="full-reference metrics fused into pseudo-MOS")
+    parser.add_argument("--calibration-samples", type=int, default=defaults["calibration_samples"], metavar="N",
+                        help="crops the pseudo-MOS labeler is calibrated on")
+    parser.add_argument("--validation-samples", type=int, default=defaults["validation_samples"], metavar="N",
+                        help="held-out samples (another seed; with --shards, the last rows) for model selection")
+    parser.add_argument("--crop-size", type=int, default=defaults["crop_size"], metavar="N", help="crop side in pixels")
+    parser.add_argument("--steps", type=int, default=defaults["steps"], metavar="N", help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], metavar="N", help="crops per step")
+    _add_loop_options(parser)
+    parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N", help="seed of crops, distortions and heads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_pretrain)
+    return parser
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    final = pretrain(
+        args.pristine_dir, args.output_dir, backbones=args.backbones, crop_size=args.crop_size, steps=args.steps,
+        batch_size=args.batch_size, loss=args.loss, shards=args.shards, pretrained=not args.random_init,
+        weight_sources=dict(args.weights), seed=args.seed, metrics=tuple(args.metrics),
+        validation_samples=args.validation_samples, calibration_samples=args.calibration_samples,
+        learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=MIXED_PRECISION[args.dtype],
+        eval_every_steps=args.eval_every, save_every_steps=args.save_every, progress_bar=not args.quiet,
+    )
+    print(json.dumps({"checkpoint": str(final), "output_dir": str(args.output_dir)}, indent=2))
+    return EXIT_OK
+
+
+_PARSERS = {"train": _train_parser, "train-frozen": _train_frozen_parser, "stack": _stack_parser,
+            "pretrain": _pretrain_parser}
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    return _PARSERS[command](command)

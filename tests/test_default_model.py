@@ -1,0 +1,53 @@
+"""The bundled default model itself: its scores on four committed photos (tests/fixtures/make_photos.py) are pinned,
+so any change to the checkpoint or to the path from file to score shows up here.
+
+When the bundled model is replaced on purpose, update `WEIGHTS_SHA256` and `PINNED` from
+`metaqap score tests/fixtures/photos --format json` (float32) and say so in the commit."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import metaqap_hf
+from metaqap_hf.scoring import ImageScorer
+
+PHOTOS = Path(__file__).parent / "fixtures" / "photos"
+WEIGHTS_SHA256 = "d4e7a0f8fbd0faca"  # first 16 hex digits of the bundled model.safetensors
+PINNED = {  # float32, through the library's scoring path
+    "scene.png": 0.671356,
+    "scene_blur.png": 0.442462,
+    "scene_jpeg.jpg": 0.658934,
+    "scene_noise.png": 0.629653,
+}
+
+
+@pytest.fixture(scope="module")
+def scores():
+    scorer = ImageScorer()
+    return {Path(item.path).name: item.score for item in scorer.score_files([PHOTOS], batch_size=4)}
+
+
+def test_the_pins_belong_to_the_bundled_weights():
+    weights = metaqap_hf.DEFAULT_MODEL_PATH / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    assert digest == WEIGHTS_SHA256, "the bundled model changed: update WEIGHTS_SHA256 and PINNED (see the docstring)"
+
+
+def test_scores_are_pinned(scores):
+    assert scores.keys() == PINNED.keys()
+    for name, expected in PINNED.items():
+        assert scores[name] == pytest.approx(expected, abs=1e-4), name
+
+
+def test_the_undamaged_photo_scores_best_and_blur_worst(scores):
+    assert max(scores, key=scores.get) == "scene.png"
+    assert min(scores, key=scores.get) == "scene_blur.png"
+
+
+def test_pipeline_gives_the_same_scores(scores):
+    from transformers import pipeline
+
+    scorer = pipeline("image-quality")
+    for name, score in scores.items():
+        assert scorer(str(PHOTOS / name))["score"] == pytest.approx(score, abs=1e-5), name
