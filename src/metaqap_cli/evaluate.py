@@ -33,7 +33,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--split", default=defaults["split"], choices=["train", "validation", "test", ALL_SPLITS],
                         help=f"split to score (default: test when the dataset has one, else {ALL_SPLITS}: every "
                              "image)")
-    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], metavar="N", help="images per forward")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], metavar="N",
+                        help="images per forward")
     parser.add_argument("--num-workers", type=int, default=defaults["num_workers"], metavar="N",
                         help="decoding processes")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=defaults["dtype"],

@@ -100,7 +100,8 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
     data.add_argument("--num-workers", type=int, default=defaults["num_workers"], metavar="N",
                       help="decoding processes")
     loop = parser.add_argument_group("training loop")
-    loop.add_argument("--epochs", type=int, default=LOOP["num_epochs"], metavar="N", help="passes over the training set")
+    loop.add_argument("--epochs", type=int, default=LOOP["num_epochs"], metavar="N",
+                      help="passes over the training set")
     loop.add_argument("--max-steps", type=int, default=LOOP["max_steps"], metavar="N",
                       help="stop after N optimizer steps (default: after --epochs)")
     loop.add_argument("--batch-size", type=int, default=LOOP["per_device_batch_size"], metavar="N",
@@ -120,12 +121,12 @@ def run_train(args: argparse.Namespace) -> int:
     result = finetune(
         args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
         pretrained=not args.random_init, weight_sources=dict(args.weights), loss=args.loss,
-        image_size=args.image_size, train_limit=args.train_limit, validation_limit=args.validation_limit, cache=not args.no_cache, cache_dir=args.cache_dir,
-        num_workers=args.num_workers, seed=args.seed, num_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=MIXED_PRECISION[args.dtype],
-        train_backbones=not args.freeze_backbones, save_every_steps=args.save_every,
-        eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
+        image_size=args.image_size, train_limit=args.train_limit, validation_limit=args.validation_limit,
+        cache=not args.no_cache, cache_dir=args.cache_dir, num_workers=args.num_workers, seed=args.seed,
+        num_epochs=args.epochs, max_steps=args.max_steps, per_device_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, head_learning_rate=args.head_lr,
+        mixed_precision=MIXED_PRECISION[args.dtype], train_backbones=not args.freeze_backbones,
+        save_every_steps=args.save_every, eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
     )
     print(json.dumps(asdict(result), indent=2))
     return EXIT_OK
@@ -248,7 +249,8 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=defaults["steps"], metavar="N", help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], metavar="N", help="crops per step")
     _add_loop_options(parser)
-    parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N", help="seed of crops, distortions and heads")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N",
+                        help="seed of crops, distortions and heads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_pretrain)
     return parser

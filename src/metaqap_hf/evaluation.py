@@ -115,7 +115,7 @@ def evaluate_checkpoint(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    _write_predictions(output / "predictions.csv", images["image_name"], predictions, model.config.backbone_ids)
+    _write_predictions(output / "predictions.csv", images["image_name"][:], predictions, model.config.backbone_ids)
     if plot:
         title = f"{split}: SROCC {metrics['srocc']:.3f}, PLCC {metrics['plcc']:.3f} (n={metrics['n']})"
         _save_scatter_plot(output / "scatter.png", predictions, source.mos_name,

@@ -1,14 +1,15 @@
 """One way to name a dataset, whatever it is: the resolver behind every command and training function.
 
-    source                                    read as                                        MOS scale
-    a registered name ("biq2021") + data_dir  the benchmark's official layout                the benchmark's own
-    a table file (".csv", ".jsonl")           columns image (path relative to the table),    mos_range (required)
-                                              mos, and optionally split and std
-    a folder                                  `datasets.load_dataset(folder)`: e.g. one      from mos and mos_normalized
-                                              written by `prepare_dataset` (images embedded)  when present, else mos_range
-    a hub dataset id ("user/my-iqa")          `datasets.load_dataset(id)`; offline, from      the same
-                                              the local cache
-    a `DatasetDict` (Python)                  as it is                                       the same
+    source                                   read as                                     MOS scale
+    a registered name ("biq2021") + data_dir the benchmark's official layout             the benchmark's own
+    a table file (".csv", ".jsonl")          columns image (path relative to the table), mos_range (required)
+                                             mos, and optionally split and std
+    a folder                                 `datasets.load_dataset(folder)`, e.g. one   from mos and mos_normalized
+                                             written by `prepare_dataset` (images        when present, else
+                                             embedded in parquet)                        mos_range
+    a hub dataset id ("user/my-iqa")         `datasets.load_dataset(id)`; offline, from  the same
+                                             the local cache
+    a `DatasetDict` (Python)                 as it is                                    the same
 
 A registered name wins over a folder of the same name (write ``./biq2021`` for the folder). Every source comes
 back with a ``train`` and a ``validation`` split: a source without validation gets one carved from train with
@@ -325,7 +326,7 @@ def _scale_from_columns(splits: Mapping[str, Dataset], where: str) -> tuple[floa
     if not all("mos_normalized" in split.column_names for split in splits.values()):
         return None
     pairs = np.array([(mos, normalized) for split in splits.values()
-                      for mos, normalized in zip(split["mos"], split["mos_normalized"])
+                      for mos, normalized in zip(split["mos"][:], split["mos_normalized"][:])
                       if _number(mos) is not None and _number(normalized) is not None], dtype=np.float64)
     if len(pairs) < 2 or np.ptp(pairs[:, 1]) == 0:
         return None
@@ -371,7 +372,7 @@ def _from_dataset_dict(dataset: DatasetDict, name: str, origin: str, scale, *, v
     problems = _Problems()
     low, high = scale
     for split_name, split in splits.items():
-        for image_name, mos in zip(split["image_name"], split["mos"]):
+        for image_name, mos in zip(split["image_name"][:], split["mos"][:]):
             value = _number(mos)
             if value is None:
                 problems.add("rows whose 'mos' is not a number", f"{split_name} {image_name!r} ({mos!r})")
@@ -385,7 +386,7 @@ def _from_dataset_dict(dataset: DatasetDict, name: str, origin: str, scale, *, v
     problems.raise_if_any(origin)
 
     if "validation" not in splits and "train" in splits and validation_fraction > 0 and len(splits["train"]) >= 2:
-        train, names = splits["train"], splits["train"]["image_name"]
+        train, names = splits["train"], splits["train"]["image_name"][:]
         kept, held = hold_out(range(len(train)), validation_fraction, seed, group_of=lambda index: names[index])
         splits["train"], splits["validation"] = train.select(kept), train.select(held)
     ordered = DatasetDict({split: splits[split] for split in SPLITS if split in splits})

@@ -339,7 +339,7 @@ def quality_dataset(
         images = build_image_cache(column, image_processor, cache_dir, num_workers=num_workers)
     else:
         images = DecodedImages(column, image_processor)
-    return QualityImageDataset(images, split[label_column], augmentation=augmentation, seed=seed)
+    return QualityImageDataset(images, split[label_column][:], augmentation=augmentation, seed=seed)
 
 
 def training_datasets(

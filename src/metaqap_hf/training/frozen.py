@@ -186,7 +186,7 @@ def train_frozen(
                 for i, backbone_id in enumerate(config.backbone_ids)]
         for split in splits
     }
-    targets = {split: model.to_unit_scale(torch.tensor(source.dataset[split]["mos"])).numpy() for split in splits}
+    targets = {split: model.to_unit_scale(torch.tensor(source.dataset[split]["mos"][:])).numpy() for split in splits}
     model.to("cpu")
     report = fit_frozen_heads(model, features["train"], targets["train"], features["validation"],
                               targets["validation"], recipe)
