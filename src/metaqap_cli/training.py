@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 from dataclasses import asdict
 
 import torch
@@ -128,7 +129,8 @@ def run_train(args: argparse.Namespace) -> int:
         mixed_precision=MIXED_PRECISION[args.dtype], train_backbones=not args.freeze_backbones,
         save_every_steps=args.save_every, eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
     )
-    print(json.dumps(asdict(result), indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # launched as several processes, one of them reports
+        print(json.dumps(asdict(result), indent=2))
     return EXIT_OK
 
 
