@@ -77,8 +77,11 @@ def _card(checkpoint: Path, repo_id: str) -> Path:
         (["data", "push"], "metaqap_hf.hub.push_dataset"),
         (["push"], "metaqap_hf.hub.push_model"),
         (["card", "lint"], "metaqap_hf.hub.lint_card"),
+        (["card", "render"], "metaqap_hf.hub.write_model_card"),
         (["distortions", "contact-sheet"], "metaqap_hf.pretraining.make_contact_sheet"),
         (["train"], "metaqap_hf.training.finetune"),
+        (["train-frozen"], "metaqap_hf.training.train_frozen"),
+        (["stack"], "metaqap_hf.training.stack_checkpoints"),
         (["evaluate"], "metaqap_hf.evaluation.evaluate_checkpoint"),
     ],
 )
@@ -362,6 +365,11 @@ def test_own_table_train_evaluate_render_and_push_both_modes(tmp_path, loopback_
         assert ("import metaqap_hf" in pushed) != bool(mode)
     assert "modeling_metaqap.py" in loopback_hub.file_table("model", "loopback-user/mine")
     assert _folder_digest(best) == before  # nothing local changed
+
+    (best / "README.md").write_text((best / "README.md").read_text() + "\nEdited by hand.\n")
+    assert main(["evaluate", str(best), "--dataset", str(table), "--mos-range", "1", "5", "--output-dir",
+                 str(tmp_path / "again"), "--add-to-card"]) == 2
+    assert "README.md was edited by hand" in capsys.readouterr().err and not (tmp_path / "again").exists()
 
 
 @pytest.mark.usefixtures("reset_accelerate_state")

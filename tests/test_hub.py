@@ -253,6 +253,12 @@ def test_push_renders_a_saved_card_for_its_mode_and_repo(tiny_checkpoint, loopba
     assert CARD_FACTS_NAME in stored and not any(name.endswith(".py") for name in stored)
     assert _tree_digest(tiny_checkpoint) == before  # rendered in a staged copy only
 
+    write_model_card(tiny_checkpoint, ModelCardFacts(training_dataset="BIQ2021", training_command=TRAINING_COMMAND))
+    with pytest.raises(HubPushError, match=r"no evaluation results .* \(in the card rendered from model_card.json "
+                                           r"for this push\)"):
+        push_model(tiny_checkpoint, "loopback-user/tiny", endpoint=loopback_hub.endpoint)
+
+    write_model_card(tiny_checkpoint, FACTS)
     card_path = tiny_checkpoint / "README.md"
     card_path.write_text(card_path.read_text().replace("## Limitations", "## Limitations\n\n- Edited by hand."))
     with pytest.raises(HubPushError, match="metaqap card render .* --remote-code --overwrite"):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .data import DatasetSource, load_dataset_source
 from .data.splits import VALIDATION_FRACTION
-from .hub import add_card_evaluation, card_evaluation, read_model_card_facts
+from .hub import add_card_evaluation, card_evaluation, card_is_rendered, read_model_card_facts
 from .image_processing_metaqap import MetaQAPImageProcessor
 from .metrics import compute_iqa_metrics, srocc
 from .modeling_metaqap import MetaQAPModel
@@ -75,10 +75,8 @@ def evaluate_checkpoint(
         raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
     if plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError("the scatter plot needs matplotlib: pip install 'metaqap-hf[plots]', or pass plot=False")
-    if add_to_card and (limit is not None or read_model_card_facts(checkpoint) is None):
-        raise ValueError(f"{checkpoint}: figures of the first images only (limit) do not belong on a model card"
-                         if limit is not None else f"{checkpoint}: no model_card.json to add the figures to "
-                         "(checkpoints written by metaqap's training commands have one)")
+    if add_to_card:
+        _check_card_takes_figures(Path(checkpoint), limit)
     source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=validation_fraction,
                                  seed=seed)
     split = split or ("test" if "test" in source.dataset else ALL_SPLITS)
@@ -128,6 +126,19 @@ def evaluate_checkpoint(
                              f"{output / 'metrics.json'}); nothing was added to the card")
         report["card"] = str(add_card_evaluation(checkpoint, evaluation))
     return report
+
+
+def _check_card_takes_figures(checkpoint: Path, limit: int | None) -> None:
+    """Refuse `add_to_card` before any work when the figures could not go on the card."""
+    if limit is not None:
+        raise ValueError("figures of the first images only (limit) do not belong on a model card")
+    if read_model_card_facts(checkpoint) is None:
+        raise FileNotFoundError(f"{checkpoint}: no model_card.json to add the figures to (checkpoints written by "
+                                "metaqap's training commands have one)")
+    if not card_is_rendered(checkpoint):
+        raise FileExistsError(f"{checkpoint / 'README.md'} was edited by hand: add the figures there yourself, or "
+                              f"render it again first (`metaqap card render {checkpoint} --overwrite`, which drops "
+                              "the edits)")
 
 
 def _write_predictions(path: Path, names: Sequence[str], predictions: Predictions, backbone_ids: Sequence[str]) -> None:

@@ -60,6 +60,7 @@ __all__ = [
     "TASK_TYPE",
     "add_card_evaluation",
     "card_evaluation",
+    "card_is_rendered",
     "command_line",
     "lint_card",
     "model_card_template",
@@ -318,8 +319,10 @@ def read_model_card_facts(checkpoint_dir: str | Path) -> ModelCardFacts | None:
     return ModelCardFacts(**record["facts"]) if record is not None else None
 
 
-def _card_is_rendered(checkpoint_dir: Path) -> bool:
-    """Whether the folder's README.md is absent or exactly what `write_model_card` last wrote there (not edited)."""
+def card_is_rendered(checkpoint_dir: str | Path) -> bool:
+    """Whether the folder has card facts (model_card.json) and its README.md is absent or exactly what
+    `write_model_card` last wrote there: a card that can be rendered again without losing anything."""
+    checkpoint_dir = Path(checkpoint_dir)
     record = _card_record(checkpoint_dir)
     card_file = checkpoint_dir / CARD_NAME
     return record is not None and (not card_file.exists() or _sha256(card_file) == record["rendered"]["sha256"])
@@ -351,7 +354,7 @@ def write_model_card(
                                     "from (checkpoints written by metaqap's training commands have one; else call "
                                     "write_model_card with ModelCardFacts)")
         facts = ModelCardFacts(**record["facts"])
-    if card_file.exists() and not overwrite and not _card_is_rendered(folder):
+    if card_file.exists() and not overwrite and not card_is_rendered(folder):
         raise FileExistsError(f"{card_file} was written or edited by hand; pass overwrite=True (--overwrite) to "
                               f"replace it with a card rendered from {CARD_FACTS_NAME}")
     last = record["rendered"] if record is not None else {"repo_id": str(folder), "remote_code": False}
@@ -453,19 +456,21 @@ def _checkpoint_problems(checkpoint_dir: Path, remote_code: bool) -> list[str]:
     return problems
 
 
-def _card_problems(card_file: Path, remote_code: bool, shown_as: str) -> list[str]:
-    """Lint problems of the card to be pushed, and whether its usage matches the mode; named as `shown_as`."""
+def _card_problems(card_file: Path, remote_code: bool, checkpoint_dir: Path, rendered: bool) -> list[str]:
+    """Lint problems of the card to be pushed (a staged copy, maybe), and whether its usage matches the mode; paths
+    are shown as in `checkpoint_dir`, the folder the user named."""
     problems = lint_card(card_file)
     if not problems:
         usage = card_file.read_text(encoding="utf-8")
-        command = f"`metaqap card render {card_file.parent}{' --remote-code' if remote_code else ''} --overwrite`"
+        command = f"`metaqap card render {checkpoint_dir}{' --remote-code' if remote_code else ''} --overwrite`"
         if remote_code and "trust_remote_code=True" not in usage:
             problems.append(f"{card_file}: usage shows package mode but this is a remote-code push; render the card "
                             f"with remote_code=True ({command}), or edit its usage")
         if not remote_code and "import metaqap_hf" not in usage:
             problems.append(f"{card_file}: usage shows remote-code mode but this is a package-mode push; render the "
                             f"card with remote_code=False ({command}), or edit its usage")
-    return [problem.replace(str(card_file), shown_as, 1) for problem in problems]
+    origin = f" (in the card rendered from {CARD_FACTS_NAME} for this push)" if rendered else ""
+    return [problem.replace(str(card_file.parent), str(checkpoint_dir)) + origin for problem in problems]
 
 
 def _is_unreachable(error: BaseException | None) -> bool:
@@ -534,7 +539,7 @@ def push_model(
     api = HfApi(endpoint=endpoint, token=token)
     mode = "remote-code" if remote_code else "package"
     message = commit_message or f"Upload MetaQAP checkpoint ({mode} mode)"
-    rendered = _card_is_rendered(checkpoint_dir)
+    rendered = card_is_rendered(checkpoint_dir)
     with tempfile.TemporaryDirectory(prefix="metaqap-push-") as staging:
         folder = checkpoint_dir
         if remote_code or rendered:
@@ -544,9 +549,7 @@ def push_model(
             write_model_card(folder, repo_id=repo_id, remote_code=remote_code)
         if remote_code:
             export_remote_code(folder)
-        shown_as = (f"{checkpoint_dir / CARD_NAME} (rendered from {CARD_FACTS_NAME} for this push)" if rendered
-                    else str(checkpoint_dir / CARD_NAME))
-        problems = _card_problems(folder / CARD_NAME, remote_code, shown_as)
+        problems = _card_problems(folder / CARD_NAME, remote_code, checkpoint_dir, rendered)
         if problems:
             raise HubPushError(refusal, problems)
         with _hub_errors(api.endpoint, repo_id):

@@ -226,8 +226,9 @@ class _AccelerateRun:
         self.train_dataset = train_dataset
         self.eval_size = len(eval_dataset)
         self.card = card or ModelCardFacts(
-            training_dataset="not described to the training loop", training_command=command_line(),
-            training_notes="trained with metaqap_hf.training.train_with_accelerate on datasets given in Python")
+            training_dataset="not described", training_command=command_line(),
+            training_notes="trained with metaqap_hf.training.train_with_accelerate, whose caller did not describe "
+                           "the data (its `card` argument)")
         launched = _launched_processes()
         self.accelerator = Accelerator(
             # Without cpu=True, processes launched on a machine without a GPU each train alone, as if the only one.
