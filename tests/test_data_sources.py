@@ -197,3 +197,11 @@ def test_a_dataset_dict_needs_a_scale_or_mos_normalized_and_known_splits(tmp_pat
     message = str(caught.value)
     assert "rows whose 'mos' is not a number: test" in message and "scores outside the scale 1-5: test" in message
     assert f"missing images: test {tmp_path / 'gone.png'} (1 in all)" in message
+
+
+def test_a_benchmark_loaded_in_python_keeps_its_name(tmp_path):
+    biq = write_biq2021_layout(tmp_path / "biq", train=10, test=2)
+    source = load_dataset_source(load_biq2021(biq))
+    assert (source.name, source.dataset_id, source.mos_range, source.mos_name) == (
+        "BIQ2021", "biq2021", (0.0, 1.0), "BIQ2021 MOS (0-1)")
+    assert source.origin == "a DatasetDict given in Python"

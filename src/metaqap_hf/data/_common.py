@@ -282,6 +282,7 @@ def build_dataset_dict(
     common_columns = base_features()
     extra_columns = [column for column in features if column not in common_columns]
     dataset_info = DatasetInfo(
+        dataset_name=info.pretty_name,  # how `load_dataset_source` names a DatasetDict given in Python
         description=info.description(),
         citation=info.citation,
         homepage=info.homepage,

@@ -112,7 +112,8 @@ def load_dataset_source(
         data_dir: the benchmark's folder; only for registered benchmarks.
         mos_range: the scale of ``mos``; required for tables and for datasets without ``mos_normalized``; where the
             source knows its own scale, a different one is refused.
-        name: the dataset's human name (default: the benchmark's, the table's or folder's stem, the hub id).
+        name: the dataset's human name (default: the benchmark's; the table's stem; the name a prepared folder's
+            card or a DatasetDict's `DatasetInfo.dataset_name` gives, else the folder's name or the hub id).
         validation_fraction, seed: the validation split carved from train when the source has none.
         **loader_options: a registered benchmark's loader options (``split_index``, ``resolution``, ...).
     """
@@ -121,7 +122,9 @@ def load_dataset_source(
     scale = _checked_scale(mos_range) if mos_range is not None else None
     carve = {"validation_fraction": validation_fraction, "seed": seed}
     if isinstance(source, DatasetDict):
-        return _from_dataset_dict(source, name or "dataset", "a DatasetDict given in Python", scale, **carve)
+        known_name = next((split.info.dataset_name for split in source.values() if split.info.dataset_name), None)
+        return _from_dataset_dict(source, name or known_name or "dataset", "a DatasetDict given in Python", scale,
+                                  **carve)
     text = os.fspath(source)
     if _is_registered(text):
         return _from_benchmark(text, data_dir, scale, loader_options, **carve)
