@@ -22,7 +22,8 @@ Processes: launched as N processes (`accelerate launch --num_processes N` on GPU
 it asks for `Accelerator(cpu=True)` there itself, without which each process would train alone on every image) and
 refuses to run when the group has fewer processes than were launched. Each process takes every N-th batch of the
 shuffled order, so N processes with batch B step exactly as one process with batch B and N accumulation steps:
-the same images per step, and in-model randomness seeded by the global micro-batch number.
+the same images per step, and in-model randomness seeded by the global micro-batch number (BatchNorm running
+statistics aside: DDP keeps those of the first process, one process those of all its micro-batches).
 
 The loop reads only the two datasets it is given, `train` and `eval` (validation carved from train): model
 selection and early stopping cannot see a test split.
