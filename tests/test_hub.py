@@ -440,19 +440,22 @@ def test_push_dataset_loads_back_identically(loopback_hub, hub_online, tmp_path)
     assert result["hub"] == result["local"] and len(result["hub"]["test"]) == 3
 
 
-_SOURCE_CONSUMER = """
+_CACHE_FILLER = """
+import datasets
+
+emit({{"rows": datasets.load_dataset({repo_id!r})["test"].num_rows}})
+"""
+
+_OFFLINE_SOURCE = """
 import json
 from metaqap_cli import main
 from metaqap_hf.data import load_dataset_source
 
 source = load_dataset_source({repo_id!r})
-result = {{"describe": source.describe(), "scale": source.mos_range,
-          "test": source.dataset["test"]["image_name"][:]}}
-if {evaluate!r}:
-    result["status"] = main(["evaluate", {checkpoint!r}, "--dataset", {repo_id!r}, "--output-dir", {output!r},
-                             "--no-plot", "--device", "cpu"])
-    result["report"] = json.load(open({output!r} + "/metrics.json"))
-emit(result)
+status = main(["evaluate", {checkpoint!r}, "--dataset", {repo_id!r}, "--output-dir", {output!r}, "--no-plot",
+               "--device", "cpu"])
+emit({{"describe": source.describe(), "scale": source.mos_range, "test": source.dataset["test"]["image_name"][:],
+      "status": status, "report": json.load(open({output!r} + "/metrics.json"))}})
 """
 
 
@@ -460,22 +463,21 @@ emit(result)
 def test_a_hub_dataset_id_is_read_from_the_local_cache_offline(tiny_checkpoint, loopback_hub, hub_online, tmp_path):
     from metaqap_hf.data import prepare_dataset
 
-    prepared = prepare_dataset("biq2021", write_biq2021_layout(tmp_path / "biq", train=6, test=3, size=24),
-                               tmp_path / "prepared", validation_fraction=0.34)
+    biq = write_biq2021_layout(tmp_path / "biq", train=6, test=3, size=24)
+    prepared = prepare_dataset("biq2021", biq, tmp_path / "prepared", validation_fraction=0.34)
     repo_id = "loopback-user/tiny-biq2021"
     push_dataset(prepared, repo_id, endpoint=loopback_hub.endpoint, token="dummy")
     hf_home, output = tmp_path / "hf_home", str(tmp_path / "evaluation")
-    arguments = dict(repo_id=repo_id, checkpoint=str(tiny_checkpoint), output=output)
+    online = run_hub_client(_CACHE_FILLER.format(repo_id=repo_id), client_env(loopback_hub.endpoint, hf_home),
+                            cwd=tmp_path)
+    assert online == {"rows": 3}
 
-    online = run_hub_client(_SOURCE_CONSUMER.format(evaluate=False, **arguments),
-                            client_env(loopback_hub.endpoint, hf_home), cwd=tmp_path)
     # Offline, with the endpoint pointing nowhere: the cache alone serves the dataset, to the library and the CLI.
     offline_env = client_env(_closed_port_endpoint(), hf_home, extra={"HF_HUB_OFFLINE": "1"})
-    offline = run_hub_client(_SOURCE_CONSUMER.format(evaluate=True, **arguments), offline_env, cwd=tmp_path)
-
-    assert online["describe"] == f"BIQ2021 (hub dataset {repo_id}; images: 4 train, 2 validation, 3 test)"
-    assert online["scale"] == [0.0, 1.0] and online["test"] == ["ss02 (1).jpg", "ss02 (2).jpg", "ss02 (3).jpg"]
-    assert {key: offline[key] for key in online} == online
+    script = _OFFLINE_SOURCE.format(repo_id=repo_id, checkpoint=str(tiny_checkpoint), output=output)
+    offline = run_hub_client(script, offline_env, cwd=tmp_path)
+    assert offline["describe"] == f"BIQ2021 (hub dataset {repo_id}; images: 4 train, 2 validation, 3 test)"
+    assert offline["scale"] == [0.0, 1.0] and offline["test"] == ["ss02 (1).jpg", "ss02 (2).jpg", "ss02 (3).jpg"]
     assert offline["status"] == 0
     assert (offline["report"]["dataset"], offline["report"]["split"], offline["report"]["metrics"]["n"]) == (
         repo_id, "test", 3)
