@@ -41,8 +41,8 @@ def main() -> None:
     parser.add_argument("--output-dir", default="accuracy", help="metrics.json, predictions.csv, scatter.png")
     args = parser.parse_args()
 
-    report = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, args.split, args.output_dir,
-                                 dtype=args.dtype, batch_size=args.batch_size)
+    report = evaluate_checkpoint(args.checkpoint, args.dataset, args.output_dir, split=args.split,
+                                 data_dir=args.data_dir, dtype=args.dtype, batch_size=args.batch_size)
     rows = {"meta-learner (model score)": report["metrics"], **report["ablations"]}
     print(f"{args.dataset} {args.split}: {report['metrics']['n']} images, {args.dtype}; "
           f"PLCC/RMSE raw and after 4-/5-parameter logistic fits")

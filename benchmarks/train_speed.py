@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from metaqap_hf import LITE_BACKBONES, MetaQAPImageProcessor
 from metaqap_hf.factory import create_model
 from metaqap_hf.training.data import (
-    ImageFiles,
+    DecodedImages,
     QualityAugmentation,
     QualityDataCollator,
     QualityImageDataset,
@@ -56,11 +56,10 @@ def _generated_jpegs(folder: Path, count: int, size: int) -> list[str]:
     return paths
 
 
-def _dataset_images(data_dir: str, count: int) -> list[str]:
-    from metaqap_hf.data import load_biq2021
-    from metaqap_hf.training import image_paths
+def _dataset_images(data_dir: str, count: int):
+    from metaqap_hf.data import image_column, load_biq2021
 
-    return image_paths(load_biq2021(data_dir, validation_fraction=0.0)["train"].select(range(count)))
+    return image_column(load_biq2021(data_dir, validation_fraction=0.0)["train"].select(range(count)))
 
 
 def _batches(loader: DataLoader):
@@ -132,7 +131,7 @@ def main() -> None:
         start = time.perf_counter()
         cache = build_image_cache(paths, processor, num_workers=args.workers, desc="building the cache")
         cache_seconds = time.perf_counter() - start
-        sources = {"cache": cache, "decode": ImageFiles(paths, processor)}
+        sources = {"cache": cache, "decode": DecodedImages(paths, processor)}
         loaders = {
             name: DataLoader(QualityImageDataset(source, labels, augmentation=QualityAugmentation()),
                              batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,

@@ -3,11 +3,12 @@ behind `metaqap train` (bf16, gradient accumulation, crash-safe checkpoints, exa
 command after an interruption and it continues from the last checkpoint).
 
     python examples/finetune_accelerate.py --data-dir /data/BIQ2021 --output-dir runs/lite --epochs 10
+    python examples/finetune_accelerate.py --dataset photos/scores.csv --mos-range 1 5 --output-dir runs/mine
 
 Only the options below are exposed; every other setting keeps `finetune`'s default (`metaqap train --help` lists
 them all), so this script and `metaqap train` with the same options write bit-identical checkpoints. Writes
-<output-dir>/best (best validation SROCC), final/, checkpoints/, metrics.jsonl and training_result.json; the test
-split is never read.
+<output-dir>/best (best validation SROCC) and final/ (each with its model card), checkpoints/, metrics.jsonl and
+training_result.json; the test split is never read.
 """
 
 import argparse
@@ -18,8 +19,10 @@ from metaqap_hf.training import finetune
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  argument_default=argparse.SUPPRESS)  # what is not given keeps finetune's default
-parser.add_argument("--dataset", default="biq2021", help="registered benchmark (metaqap_hf.data.DATASETS)")
-parser.add_argument("--data-dir", required=True, help="the benchmark's folder in its official layout")
+parser.add_argument("--dataset", default="biq2021",
+                    help="a registered benchmark, a .csv/.jsonl table (image, mos), a prepared folder or a hub id")
+parser.add_argument("--data-dir", help="the registered benchmark's folder in its official layout")
+parser.add_argument("--mos-range", nargs=2, type=float, help="the scale of a table's mos column, e.g. 1 5")
 parser.add_argument("--output-dir", required=True)
 parser.add_argument("--backbones", help="lite (default), one lite backbone by its timm name, or tiny (CI)")
 parser.add_argument("--image-size", type=int, help="processor resize (default 512, the inference size)")
@@ -33,5 +36,5 @@ parser.add_argument("--save-every", type=int, dest="save_every_steps", help="che
 parser.add_argument("--seed", type=int)
 options = vars(parser.parse_args())
 
-result = finetune(options.pop("dataset"), options.pop("data_dir"), options.pop("output_dir"), **options)
+result = finetune(options.pop("dataset"), options.pop("output_dir"), **options)
 print(json.dumps(asdict(result), indent=2))

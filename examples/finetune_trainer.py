@@ -4,18 +4,22 @@ selection on the validation split carved from train, never on test).
 
     python examples/finetune_trainer.py --data-dir /data/BIQ2021 --output-dir runs/trainer-lite --epochs 10 --bf16
 
-Writes Trainer checkpoints under <output-dir> and the best model (with its image processor) to <output-dir>/best.
+Writes Trainer checkpoints under <output-dir> and the best model (with its image processor and its model card, the
+validation figures on it) to <output-dir>/best.
 """
 
 import argparse
 import json
 
+from metaqap_hf.hub import ModelCardFacts, card_evaluation, command_line, write_model_card
 from metaqap_hf.training import MetaQAPTrainer, prepare_finetuning, quality_training_arguments
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  argument_default=argparse.SUPPRESS)  # what is not given keeps the defaults
-parser.add_argument("--dataset", default="biq2021", help="registered benchmark (metaqap_hf.data.DATASETS)")
-parser.add_argument("--data-dir", required=True, help="the benchmark's folder in its official layout")
+parser.add_argument("--dataset", default="biq2021",
+                    help="a registered benchmark, a .csv/.jsonl table (image, mos), a prepared folder or a hub id")
+parser.add_argument("--data-dir", help="the registered benchmark's folder in its official layout")
+parser.add_argument("--mos-range", nargs=2, type=float, help="the scale of a table's mos column, e.g. 1 5")
 parser.add_argument("--output-dir", required=True)
 parser.add_argument("--backbones", help="lite (default), one lite backbone by its timm name, or tiny (CI)")
 parser.add_argument("--image-size", type=int, help="processor resize (default 512, the inference size)")
@@ -33,10 +37,19 @@ trainer_options = {key: options.pop(key) for key in ("num_train_epochs", "per_de
                    if key in options}
 if "seed" in options:  # the seed of the splits and heads is also Trainer's
     trainer_options["seed"] = options["seed"]
-setup = prepare_finetuning(options.pop("dataset"), options.pop("data_dir"), **options)
+setup = prepare_finetuning(options.pop("dataset"), **options)
 arguments = quality_training_arguments(output_dir, **trainer_options)
 trainer = MetaQAPTrainer(setup.model, arguments, setup.train, setup.validation, image_processor=setup.image_processor)
 trainer.train()
 metrics = trainer.evaluate()  # the best model's validation metrics (load_best_model_at_end)
 trainer.save_model(f"{output_dir}/best")
+source = setup.source
+evaluation = card_evaluation({key.removeprefix("eval_"): value for key, value in metrics.items()},
+                             dataset_name=source.name, dataset_id=source.dataset_id, split="validation",
+                             num_images=len(setup.validation))
+write_model_card(f"{output_dir}/best", ModelCardFacts(
+    training_dataset=source.name, training_dataset_id=source.dataset_id, training_command=command_line(),
+    training_notes=f"fine-tuned with transformers.Trainer (MetaQAPTrainer) on {source.describe()}; the figures are "
+                   "on the validation split that chose this model",
+    evaluations=[evaluation] if evaluation else []), overwrite=True)
 print(json.dumps(metrics, indent=2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import numpy as np
 import pytest
+from _datasets import write_biq2021_layout, write_own_dataset, write_score_table
 from _training import reset_accelerate_state  # noqa: F401  (a fixture)
 from hub_server import loopback_hub  # noqa: F401  (a fixture)
 from PIL import Image
@@ -51,19 +53,7 @@ def tiny_kadid(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_biq2021(tmp_path: Path) -> Path:
     """BIQ2021's official layout: 24 train and 8 test JPEGs whose MOS follows their brightness."""
-    root = tmp_path / "biq2021"
-    (root / "Images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = {"train": [f"ss01 ({i}).jpg" for i in range(1, 25)], "test": [f"ss02 ({i}).jpg" for i in range(1, 9)]}
-    for split, file_name in (("train", "Train (Images and MOS).csv"), ("test", "Test (Images and MOS).csv")):
-        rows = []
-        for name in names[split]:
-            brightness = rng.uniform(0.1, 0.9)
-            pixels = np.clip(rng.normal(brightness * 255, 30, (48, 48, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / "Images" / name)
-            rows.append(f"{name},{brightness:.4f}")
-        (root / file_name).write_text("\n".join(["Image Name,MOS", *rows]) + "\n")
-    return root
+    return write_biq2021_layout(tmp_path / "biq2021", train=24, test=8)
 
 
 def _card(checkpoint: Path, repo_id: str) -> Path:
@@ -87,8 +77,11 @@ def _card(checkpoint: Path, repo_id: str) -> Path:
         (["data", "push"], "metaqap_hf.hub.push_dataset"),
         (["push"], "metaqap_hf.hub.push_model"),
         (["card", "lint"], "metaqap_hf.hub.lint_card"),
+        (["card", "render"], "metaqap_hf.hub.write_model_card"),
         (["distortions", "contact-sheet"], "metaqap_hf.pretraining.make_contact_sheet"),
         (["train"], "metaqap_hf.training.finetune"),
+        (["train-frozen"], "metaqap_hf.training.train_frozen"),
+        (["stack"], "metaqap_hf.training.stack_checkpoints"),
         (["evaluate"], "metaqap_hf.evaluation.evaluate_checkpoint"),
     ],
 )
@@ -323,3 +316,113 @@ def test_train_and_evaluate_errors_are_messages(tiny_biq2021, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "no-checkpoint"), "--data-dir", str(tiny_biq2021), "--output-dir",
                  str(tmp_path / "evaluation"), "--device", "cpu"]) == 2
     assert "no-checkpoint" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ your own data
+TINY_TRAINING = ["--backbones", "tiny", "--image-size", "32", "--batch-size", "8", "--dtype", "float32",
+                 "--save-every", "100"]
+
+
+def _folder_digest(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.usefixtures("reset_accelerate_state")
+def test_own_table_train_evaluate_render_and_push_both_modes(tmp_path, loopback_hub, hub_online, capsys):
+    table = write_own_dataset(tmp_path / "mine", count=30, test=6)  # photos/*.png + scores.csv, MOS on 1-5
+    run_dir = tmp_path / "run"
+    assert main(["train", "--dataset", str(table), "--mos-range", "1", "5", "--output-dir", str(run_dir),
+                 "--epochs", "2", *TINY_TRAINING]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["global_step"], result["num_processes"]) == (4, 1)  # 22 train images / batch 8, two epochs
+    assert main(["card", "lint", str(run_dir / "best" / "README.md"), str(run_dir / "final" / "README.md")]) == 0
+    capsys.readouterr()
+    best = run_dir / "best"
+    config = json.loads((best / "config.json").read_text())
+    assert (config["mos_range"], config["mos_name"]) == ([1.0, 5.0], "scores MOS (1-5)")
+
+    assert main(["evaluate", str(best), "--dataset", str(table), "--mos-range", "1", "5", "--output-dir",
+                 str(tmp_path / "evaluation"), "--no-plot", "--add-to-card", "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert (report["split"], printed["n"]) == ("test", 6)  # the table's test rows, by default
+    card = (best / "README.md").read_text()
+    assert f"| scores | test | 6 | {printed['srocc']:.4f} | {printed['plcc']:.4f} |" in card
+    assert "| scores | validation | 2 |" in card and "import metaqap_hf" in card
+
+    assert main(["card", "render", str(best), "--remote-code"]) == 0
+    assert capsys.readouterr().out == f"{best / 'README.md'}: ok\n"
+    assert "trust_remote_code=True" in (best / "README.md").read_text()
+
+    # The same folder pushed in both modes: each push renders the card its mode needs, for its repo id.
+    before = _folder_digest(best)
+    for mode in ([], ["--remote-code"]):
+        assert main(["push", str(best), "loopback-user/mine", "--endpoint", loopback_hub.endpoint, "--token",
+                     "dummy", *mode]) == 0, capsys.readouterr().err
+        pushed = loopback_hub.read_file("model", "loopback-user/mine", "README.md").decode()
+        assert "# loopback-user/mine" in pushed and "| scores | test | 6 |" in pushed
+        assert ('model="loopback-user/mine", trust_remote_code=True' in pushed) == bool(mode)
+        assert ("import metaqap_hf" in pushed) != bool(mode)
+    assert "modeling_metaqap.py" in loopback_hub.file_table("model", "loopback-user/mine")
+    assert _folder_digest(best) == before  # nothing local changed
+
+    (best / "README.md").write_text((best / "README.md").read_text() + "\nEdited by hand.\n")
+    assert main(["evaluate", str(best), "--dataset", str(table), "--mos-range", "1", "5", "--output-dir",
+                 str(tmp_path / "again"), "--add-to-card"]) == 2
+    assert "README.md was edited by hand" in capsys.readouterr().err and not (tmp_path / "again").exists()
+
+
+@pytest.mark.usefixtures("reset_accelerate_state")
+def test_train_and_evaluate_a_prepared_folder_without_its_image_files(tiny_biq2021, tmp_path, capsys):
+    prepared = tmp_path / "prepared"
+    assert main(["data", "prepare", "biq2021", "--data-dir", str(tiny_biq2021), "--output-dir", str(prepared)]) == 0
+    shutil.rmtree(tiny_biq2021)  # the images now live only in the parquet shards
+    capsys.readouterr()
+
+    assert main(["train", "--dataset", str(prepared), "--output-dir", str(tmp_path / "run"), "--epochs", "1",
+                 *TINY_TRAINING]) == 0
+    assert json.loads(capsys.readouterr().out)["global_step"] == 2  # 21 train images / batch 8
+    assert main(["evaluate", str(tmp_path / "run" / "best"), "--dataset", str(prepared), "--output-dir",
+                 str(tmp_path / "evaluation"), "--no-plot", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 8
+
+
+def test_train_frozen_and_stack_on_a_jsonl_table(tmp_path, capsys):
+    table = write_own_dataset(tmp_path / "mine", count=36, suffix=".jsonl", split=False)  # no test split
+    dataset = ["--dataset", str(table), "--mos-range", "1", "5", "--validation-fraction", "0.2"]
+    frozen = [*dataset, "--backbones", "tiny", "--random-init", "--max-epochs", "3", "--folds", "3",
+              "--hidden-size", "8", "--dtype", "float32"]
+    for size in ("64", "96"):
+        assert main(["train-frozen", *frozen, "--image-size", size, "--output-dir", str(tmp_path / size)]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["test"] == {} and "29 train, 7 validation" in summary["dataset"]
+    assert main(["stack", str(tmp_path / "64"), str(tmp_path / "96"), *dataset, "--output-dir",
+                 str(tmp_path / "stacked"), "--meta-learner", "ridge"]) == 0
+    capsys.readouterr()
+    cards = [tmp_path / folder / "README.md" for folder in ("64", "96", "stacked")]
+    assert main(["card", "lint", *map(str, cards)]) == 0
+    assert "| scores | train+validation, 3-fold out-of-fold | 36 |" in cards[0].read_text()
+    assert "| scores | validation | 7 |" in cards[2].read_text()
+
+
+def test_a_bad_table_fails_before_training_with_every_problem(tmp_path, capsys):
+    table = write_own_dataset(tmp_path / "mine", count=8)
+    rows = table.read_text().splitlines()
+    rows[2] = rows[2].replace("photo_01.png", "missing.png")
+    rows[3] = rows[3].split(",")[0] + ",excellent,train"
+    table.write_text("\n".join(rows) + "\n")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--dataset", str(table), "--mos-range", "1", "5", "--output-dir", str(run_dir),
+                 "--backbones", "tiny"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {table} cannot be used:\n")
+    assert "  - rows whose 'mos' is not a number: line 4 ('excellent') (1 in all)" in error
+    assert f"  - missing images: {(tmp_path / 'mine' / 'photos' / 'missing.png').resolve()} (1 in all)" in error
+    assert not run_dir.exists()
+
+    assert main(["train", "--dataset", str(table), "--output-dir", str(run_dir), "--backbones", "tiny"]) == 2
+    assert "give the scale of its 'mos' column" in capsys.readouterr().err
+    bad = write_score_table(tmp_path / "bad.csv", [{"file": "a.png", "score": 3}])
+    assert main(["evaluate", str(tmp_path), "--dataset", str(bad), "--mos-range", "1", "5", "--output-dir",
+                 str(tmp_path / "evaluation")]) == 2
+    assert "has no column 'image', 'mos'" in capsys.readouterr().err

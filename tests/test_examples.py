@@ -1,4 +1,5 @@
-"""The training and evaluation examples run end to end on the BIQ2021 sample, with tiny backbones and few steps."""
+"""The training and evaluation examples run end to end on the BIQ2021 sample, with tiny backbones and few steps, and
+write checkpoints with lint-clean model cards."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from metaqap_hf.hub import lint_card
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_SAMPLE = Path("/work/shared/data/biq2021-sample")
@@ -47,8 +50,10 @@ def test_finetune_with_accelerate_then_evaluate_the_checkpoint(tmp_path, biq2021
     assert set(result["final_metrics"]) >= {"srocc", "plcc", "krocc", "rmse", "eval_loss"}
     assert len(list((tmp_path / "cache").glob("images-*.npy"))) == 2  # train and validation, decoded once
     for folder in ("best", "final"):
-        assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {
+        assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= {
             path.name for path in (run_dir / folder).iterdir()}
+        assert lint_card(run_dir / folder / "README.md") == []
+        assert f"python {EXAMPLES / 'finetune_accelerate.py'} --data-dir" in (run_dir / folder / "README.md").read_text()
 
     evaluation = tmp_path / "evaluation"
     _run("evaluate_checkpoint.py", "--checkpoint", str(run_dir / "best"), "--data-dir", str(biq2021_sample),
@@ -84,3 +89,5 @@ def test_finetune_with_trainer(tmp_path, biq2021_sample):
     assert {"eval_srocc", "eval_plcc", "eval_loss"} <= set(metrics) and metrics["epoch"] == 2.0
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {
         path.name for path in (run_dir / "best").iterdir()}
+    assert lint_card(run_dir / "best" / "README.md") == []
+    assert f"| {metrics['eval_srocc']:.4f} |" in (run_dir / "best" / "README.md").read_text()

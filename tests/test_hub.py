@@ -22,17 +22,25 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from _datasets import write_biq2021_layout
 from hub_server import client_env, loopback_hub, run_hub_client  # noqa: F401  (loopback_hub is a fixture)
 from PIL import Image
 
 from metaqap_hf.hub import (
+    CARD_FACTS_NAME,
     CardEvaluation,
     HubPushError,
+    ModelCardFacts,
+    add_card_evaluation,
+    card_evaluation,
+    command_line,
     lint_card,
     model_card_template,
     push_dataset,
     push_model,
+    read_model_card_facts,
     render_model_card,
+    write_model_card,
 )
 
 # huggingface_hub's LFS PUT passes a file object as `data=`, which its HTTP client deprecates; not ours to fix.
@@ -180,6 +188,85 @@ def test_card_evaluation_rejects_impossible_values(fields):
         CardEvaluation(**{**values, **fields})
 
 
+# ------------------------------------------------------------------------------- cards from saved facts
+FACTS = ModelCardFacts(training_dataset="BIQ2021", training_dataset_id="biq2021", training_command=TRAINING_COMMAND,
+                       evaluations=[EVALUATIONS[0]], limitations=["Tiny test checkpoint."])
+
+
+def test_write_model_card_saves_its_facts_and_renders_again_in_either_mode(tiny_checkpoint):
+    card_path = write_model_card(tiny_checkpoint, FACTS)
+    assert card_path == tiny_checkpoint / "README.md" and lint_card(card_path) == []
+    package_text = card_path.read_text()
+    assert f'model="{tiny_checkpoint}"' in package_text and "import metaqap_hf" in package_text  # a local model
+    assert read_model_card_facts(tiny_checkpoint) == FACTS
+
+    write_model_card(tiny_checkpoint, remote_code=True, repo_id="someone/tiny")  # from model_card.json alone
+    remote_text = card_path.read_text()
+    assert 'model="someone/tiny", trust_remote_code=True' in remote_text and lint_card(card_path) == []
+    assert remote_text.split("## Training")[1] == package_text.split("## Training")[1]  # the same facts
+
+    test_row = CardEvaluation("BIQ2021", "biq2021", "test", srocc=0.9, plcc=0.91, krocc=0.7, rmse=0.05, num_images=9)
+    add_card_evaluation(tiny_checkpoint, test_row)  # keeps the last rendering's mode and repo id
+    text = card_path.read_text()
+    assert "| BIQ2021 | test | 9 | 0.9000 | 0.9100 | 0.7000 | 0.0500 |" in text and "someone/tiny" in text
+    assert "0.8123" not in text  # the row of the same dataset and split it replaces
+    add_card_evaluation(tiny_checkpoint, CardEvaluation(**{**test_row.__dict__, "split": "validation"}))
+    assert [(row.split, row.srocc) for row in read_model_card_facts(tiny_checkpoint).evaluations] == [
+        ("test", 0.9), ("validation", 0.9)]
+
+
+def test_a_card_edited_by_hand_is_never_replaced_silently(tiny_checkpoint):
+    card_path = write_model_card(tiny_checkpoint, FACTS)
+    card_path.write_text(card_path.read_text() + "\nNotes written by hand.\n")
+    with pytest.raises(FileExistsError, match="written or edited by hand; pass overwrite=True"):
+        write_model_card(tiny_checkpoint, remote_code=True)
+    assert card_path.read_text().endswith("Notes written by hand.\n")
+    write_model_card(tiny_checkpoint, remote_code=True, overwrite=True)
+    assert "Notes written by hand" not in card_path.read_text()
+    with pytest.raises(FileNotFoundError, match=f"{CARD_FACTS_NAME}: missing"):
+        write_model_card(tiny_checkpoint.parent)
+
+
+def test_card_rows_from_metrics_and_the_command_line():
+    metrics = {"srocc": 0.8, "plcc": 0.7, "krocc": 0.6, "rmse": 0.2, "n": 5}
+    row = card_evaluation(metrics, dataset_name="Mine", dataset_id="mine", split="test", num_images=5)
+    assert (row.srocc, row.rmse, row.num_images) == (0.8, 0.2, 5)
+    assert card_evaluation({**metrics, "srocc": float("nan")}, dataset_name="M", dataset_id="m", split="t") is None
+    assert command_line(["/venv/bin/metaqap", "train", "--dataset", "my scores.csv"]) == (
+        "metaqap train --dataset 'my scores.csv'")
+    assert command_line(["/src/metaqap_hf/__main__.py", "train"]) == "python -m metaqap_hf train"
+    assert command_line(["examples/finetune_accelerate.py", "--epochs", "2"]) == (
+        "python examples/finetune_accelerate.py --epochs 2")
+
+
+def test_push_renders_a_saved_card_for_its_mode_and_repo(tiny_checkpoint, loopback_hub, hub_online):
+    write_model_card(tiny_checkpoint, FACTS)
+    before = _tree_digest(tiny_checkpoint)
+    for remote_code in (True, False):
+        push_model(tiny_checkpoint, "loopback-user/tiny", remote_code=remote_code, endpoint=loopback_hub.endpoint,
+                   token="dummy")
+        pushed = loopback_hub.read_file("model", "loopback-user/tiny", "README.md").decode()
+        assert pushed.startswith("---") and "# loopback-user/tiny" in pushed
+        assert ("trust_remote_code=True" in pushed) == remote_code
+        assert read_model_card_facts(tiny_checkpoint) == FACTS
+    stored = loopback_hub.file_table("model", "loopback-user/tiny")
+    assert CARD_FACTS_NAME in stored and not any(name.endswith(".py") for name in stored)
+    assert _tree_digest(tiny_checkpoint) == before  # rendered in a staged copy only
+
+    write_model_card(tiny_checkpoint, ModelCardFacts(training_dataset="BIQ2021", training_command=TRAINING_COMMAND))
+    with pytest.raises(HubPushError, match=r"no evaluation results .* \(in the card rendered from model_card.json "
+                                           r"for this push\)"):
+        push_model(tiny_checkpoint, "loopback-user/tiny", endpoint=loopback_hub.endpoint)
+
+    write_model_card(tiny_checkpoint, FACTS)
+    card_path = tiny_checkpoint / "README.md"
+    card_path.write_text(card_path.read_text().replace("## Limitations", "## Limitations\n\n- Edited by hand."))
+    with pytest.raises(HubPushError, match="metaqap card render .* --remote-code --overwrite"):
+        push_model(tiny_checkpoint, "loopback-user/tiny", remote_code=True, endpoint=loopback_hub.endpoint)
+    push_model(tiny_checkpoint, "loopback-user/tiny", endpoint=loopback_hub.endpoint, token="dummy")
+    assert "- Edited by hand." in loopback_hub.read_file("model", "loopback-user/tiny", "README.md").decode()
+
+
 # ------------------------------------------------------------------------------------ refused pushes
 def test_push_refuses_invalid_card_before_any_request(tiny_checkpoint, loopback_hub, hub_online):
     card_path = _write_card(tiny_checkpoint, "loopback-user/tiny")
@@ -321,19 +408,6 @@ def test_remote_code_push_loads_without_the_package(tiny_checkpoint, photos, loo
     assert not any(name.endswith(".py") for name in loopback_hub.file_table("model", repo_id))
 
 
-def _write_biq2021_layout(root: Path) -> Path:
-    """A tiny BIQ2021 folder in the official layout (images, train and test CSVs)."""
-    (root / "Images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = {"train": [f"ss01 ({i}).jpg" for i in range(1, 7)], "test": [f"ss02 ({i}).jpg" for i in range(1, 4)]}
-    for name in names["train"] + names["test"]:
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / "Images" / name)
-    for split, file_name in (("train", "Train (Images and MOS).csv"), ("test", "Test (Images and MOS).csv")):
-        rows = [f"{name},{rng.uniform(0.05, 0.95):.4f}" for name in names[split]]
-        (root / file_name).write_text("\n".join(["Image Name,MOS", *rows]) + "\n")
-    return root
-
-
 _DATASET_CONSUMER = """
 import hashlib
 import datasets
@@ -352,8 +426,8 @@ emit({{"hub": rows(datasets.load_dataset({repo_id!r})), "local": rows(datasets.l
 def test_push_dataset_loads_back_identically(loopback_hub, hub_online, tmp_path):
     from metaqap_hf.data import prepare_dataset
 
-    prepared = prepare_dataset("biq2021", _write_biq2021_layout(tmp_path / "biq"), tmp_path / "prepared",
-                               validation_fraction=0.34)
+    biq = write_biq2021_layout(tmp_path / "biq", train=6, test=3, size=24)
+    prepared = prepare_dataset("biq2021", biq, tmp_path / "prepared", validation_fraction=0.34)
     repo_id = "loopback-user/tiny-biq2021"
 
     push_dataset(prepared, repo_id, endpoint=loopback_hub.endpoint, token="dummy")
@@ -366,10 +440,54 @@ def test_push_dataset_loads_back_identically(loopback_hub, hub_online, tmp_path)
     assert result["hub"] == result["local"] and len(result["hub"]["test"]) == 3
 
 
+_CACHE_FILLER = """
+import datasets
+
+emit({{"rows": datasets.load_dataset({repo_id!r})["test"].num_rows}})
+"""
+
+_OFFLINE_SOURCE = """
+import json
+from metaqap_cli import main
+from metaqap_hf.data import load_dataset_source
+
+source = load_dataset_source({repo_id!r})
+status = main(["evaluate", {checkpoint!r}, "--dataset", {repo_id!r}, "--output-dir", {output!r}, "--no-plot",
+               "--device", "cpu"])
+emit({{"describe": source.describe(), "scale": source.mos_range, "test": source.dataset["test"]["image_name"][:],
+      "status": status, "report": json.load(open({output!r} + "/metrics.json"))}})
+"""
+
+
+@pytest.mark.slow
+def test_a_hub_dataset_id_is_read_from_the_local_cache_offline(tiny_checkpoint, loopback_hub, hub_online, tmp_path):
+    from metaqap_hf.data import prepare_dataset
+
+    biq = write_biq2021_layout(tmp_path / "biq", train=6, test=3, size=24)
+    prepared = prepare_dataset("biq2021", biq, tmp_path / "prepared", validation_fraction=0.34)
+    repo_id = "loopback-user/tiny-biq2021"
+    push_dataset(prepared, repo_id, endpoint=loopback_hub.endpoint, token="dummy")
+    hf_home, output = tmp_path / "hf_home", str(tmp_path / "evaluation")
+    online = run_hub_client(_CACHE_FILLER.format(repo_id=repo_id), client_env(loopback_hub.endpoint, hf_home),
+                            cwd=tmp_path)
+    assert online == {"rows": 3}
+
+    # Offline, with the endpoint pointing nowhere: the cache alone serves the dataset, to the library and the CLI.
+    offline_env = client_env(_closed_port_endpoint(), hf_home, extra={"HF_HUB_OFFLINE": "1"})
+    script = _OFFLINE_SOURCE.format(repo_id=repo_id, checkpoint=str(tiny_checkpoint), output=output)
+    offline = run_hub_client(script, offline_env, cwd=tmp_path)
+    assert offline["describe"] == f"BIQ2021 (hub dataset {repo_id}; images: 4 train, 2 validation, 3 test)"
+    assert offline["scale"] == [0.0, 1.0] and offline["test"] == ["ss02 (1).jpg", "ss02 (2).jpg", "ss02 (3).jpg"]
+    assert offline["status"] == 0
+    assert (offline["report"]["dataset"], offline["report"]["split"], offline["report"]["metrics"]["n"]) == (
+        repo_id, "test", 3)
+
+
 def test_push_dataset_refuses_a_card_pointing_at_missing_shards(loopback_hub, hub_online, tmp_path):
     from metaqap_hf.data import prepare_dataset
 
-    prepared = prepare_dataset("biq2021", _write_biq2021_layout(tmp_path / "biq"), tmp_path / "prepared")
+    biq = write_biq2021_layout(tmp_path / "biq", train=6, test=3, size=24)
+    prepared = prepare_dataset("biq2021", biq, tmp_path / "prepared")
     for shard in (prepared / "data").glob("test-*.parquet"):
         shard.unlink()
     with pytest.raises(HubPushError, match="split 'test' points at 'data/test-\\*', which matches no file"):

@@ -16,6 +16,7 @@ from _training import (  # noqa: F401  (reset_accelerate_state is a fixture)
 )
 
 from metaqap_hf import MetaQAPModel
+from metaqap_hf.hub import lint_card, read_model_card_facts
 from metaqap_hf.training import (
     AccelerateTrainingArguments,
     QualityAugmentation,
@@ -75,6 +76,13 @@ def test_bf16_run_with_gradient_accumulation_writes_a_usable_model(tmp_path, ima
     assert not torch.equal(trained["backbones.1.conv1.0.weight"], initial["backbones.1.conv1.0.weight"])
     assert model.config.meta_learner == final.config.meta_learner == tiny_model().config.meta_learner
     assert (tmp_path / "best" / "preprocessor_config.json").is_file()
+
+    # each model folder has its card, with that model's validation figures
+    for folder, metrics in (("best", result.best_metrics), ("final", result.final_metrics)):
+        assert lint_card(tmp_path / folder / "README.md") == []
+        (row,) = read_model_card_facts(tmp_path / folder).evaluations
+        assert (row.split, row.num_images, row.srocc) == ("validation", 8, pytest.approx(metrics["srocc"]))
+    assert result.best_metrics["srocc"] == result.best_metric and result.num_processes == 1
 
 
 def _one_sgd_step(output_dir, image_sets, batch_size, accumulation):

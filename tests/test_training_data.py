@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict, Image
 from metaqap_hf import ImageLoadError, load_image
 from metaqap_hf.training.data import (
     AugmentationParams,
-    ImageFiles,
+    DecodedImages,
     QualityAugmentation,
     QualityDataCollator,
     QualityImageDataset,
@@ -71,7 +71,7 @@ def test_cached_and_decoded_batches_equal_the_processor_output(tmp_path):
     processor = tiny_processor()
     expected = processor(images=[load_image(path) for path in paths], return_tensors="pt")["pixel_values"]
     collate = QualityDataCollator(processor.rescale_factor)
-    for source in (build_image_cache(paths, processor), ImageFiles(paths, processor)):
+    for source in (build_image_cache(paths, processor), DecodedImages(paths, processor)):
         dataset = QualityImageDataset(source, labels)
         batch = collate([dataset[i] for i in range(len(dataset))])
         assert torch.equal(batch["pixel_values"], expected)

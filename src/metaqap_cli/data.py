@@ -1,15 +1,43 @@
 """`metaqap data prepare | push`: the command lines of `metaqap_hf.data.prepare_dataset` and
-`metaqap_hf.hub.push_dataset`."""
+`metaqap_hf.hub.push_dataset`; and the dataset options every command that reads a dataset shares (`train`,
+`train-frozen`, `stack`, `evaluate`), resolved by `metaqap_hf.data.load_dataset_source`."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 
-from metaqap_hf.data import prepare_dataset
+from metaqap_hf.data import DATASETS, load_dataset_source, prepare_dataset
 from metaqap_hf.hub import push_dataset
 
 from . import EXIT_OK, HelpFormatter, command_parser
 from .hub import add_hub_options
+
+SOURCE_DEFAULTS = {name: parameter.default for name, parameter in
+                   inspect.signature(load_dataset_source).parameters.items()
+                   if parameter.default is not inspect.Parameter.empty}
+
+
+def add_dataset_options(parser: argparse.ArgumentParser, validation_help: str) -> None:
+    """The options naming a dataset, one set for every command (`dataset_options` turns them into keywords)."""
+    group = parser.add_argument_group(
+        "dataset", "a registered benchmark with --data-dir; your own CSV or JSONL table (columns image: a path "
+                   "relative to the table, mos, optional split train/validation/test, optional std) with "
+                   "--mos-range; a folder written by `metaqap data prepare`; or a hub dataset id (offline: the "
+                   "local cache). Tables and datasets are checked before anything is built.")
+    group.add_argument("--dataset", default="biq2021", metavar="SOURCE",
+                       help=f"a registered benchmark ({', '.join(DATASETS)}), a .csv/.jsonl table, a folder or a "
+                            "hub dataset id")
+    group.add_argument("--data-dir", metavar="DIR", help="the registered benchmark's folder in its official layout")
+    group.add_argument("--mos-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                       help="the scale of the table's mos column (also for datasets without mos_normalized)")
+    group.add_argument("--validation-fraction", type=float, default=SOURCE_DEFAULTS["validation_fraction"],
+                       metavar="F", help=validation_help)
+
+
+def dataset_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of the library functions that `add_dataset_options` stands for."""
+    return {"data_dir": args.data_dir, "mos_range": args.mos_range, "validation_fraction": args.validation_fraction}
 
 # `data prepare` options that go to the benchmark's loader only when given (each loader takes a subset).
 LOADER_OPTIONS = ("validation_fraction", "seed", "split_index", "resolution", "include_training_images", "strict",

@@ -6,9 +6,10 @@ import argparse
 import inspect
 import json
 
-from metaqap_hf.evaluation import evaluate_checkpoint
+from metaqap_hf.evaluation import ALL_SPLITS, evaluate_checkpoint
 
 from . import EXIT_OK, command_parser
+from .data import add_dataset_options, dataset_options
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -17,17 +18,23 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                 if parameter.default is not inspect.Parameter.empty}
     parser = command_parser(
         command,
-        "Score one split of a benchmark with CHECKPOINT through the inference path and write metrics.json (SROCC, "
-        "KROCC, PLCC and RMSE raw and after logistic fits, per-base SROCC), predictions.csv and scatter.png to "
-        "OUTPUT_DIR; prints the metrics. Python: metaqap_hf.evaluation.evaluate_checkpoint(CHECKPOINT, DATASET, "
-        "DATA_DIR, SPLIT, OUTPUT_DIR, ...).",
+        "Score one split of a dataset (a benchmark, your own table, a prepared folder, a hub dataset) with "
+        "CHECKPOINT through the inference path and write metrics.json (SROCC, KROCC, PLCC and RMSE raw and after "
+        "logistic fits, per-base SROCC), predictions.csv and scatter.png to OUTPUT_DIR; prints the metrics. "
+        "--add-to-card also puts the figures on the checkpoint's model card. Python: "
+        "metaqap_hf.evaluation.evaluate_checkpoint(CHECKPOINT, DATASET, OUTPUT_DIR, ...).",
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="folder written by save_pretrained")
-    parser.add_argument("--dataset", default="biq2021", help="registered benchmark")
-    parser.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
-    parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="split to score")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="folder for the reports")
-    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], metavar="N", help="images per forward")
+    add_dataset_options(parser, "share of the training images held out as validation, when the dataset has no "
+                                "validation split (for --split validation)")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N",
+                        help="seed of that validation split")
+    parser.add_argument("--split", default=defaults["split"], choices=["train", "validation", "test", ALL_SPLITS],
+                        help=f"split to score (default: test when the dataset has one, else {ALL_SPLITS}: every "
+                             "image)")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], metavar="N",
+                        help="images per forward")
     parser.add_argument("--num-workers", type=int, default=defaults["num_workers"], metavar="N",
                         help="decoding processes")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=defaults["dtype"],
@@ -37,13 +44,16 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=defaults["limit"], metavar="N",
                         help="evaluate the first N images only")
     parser.add_argument("--no-plot", action="store_true", help="skip scatter.png (no matplotlib needed)")
+    parser.add_argument("--add-to-card", action="store_true",
+                        help="add the figures to the checkpoint's model card (README.md and model_card.json)")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    report = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, args.split, args.output_dir,
-                                 dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers,
-                                 limit=args.limit, device=args.device, plot=not args.no_plot)
+    report = evaluate_checkpoint(args.checkpoint, args.dataset, args.output_dir, split=args.split,
+                                 **dataset_options(args), seed=args.seed, dtype=args.dtype,
+                                 batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit,
+                                 device=args.device, plot=not args.no_plot, add_to_card=args.add_to_card)
     print(json.dumps(report["metrics"], indent=2))
     return EXIT_OK

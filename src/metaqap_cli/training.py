@@ -7,12 +7,12 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 from dataclasses import asdict
 
 import torch
 
 from metaqap_hf.configuration_metaqap import META_LEARNER_METHODS
-from metaqap_hf.data import get_benchmark
 from metaqap_hf.factory import BACKBONE_PRESETS
 from metaqap_hf.losses import LOSSES
 from metaqap_hf.pretraining.stage import pretrain
@@ -26,6 +26,7 @@ from metaqap_hf.training import (
 )
 
 from . import EXIT_OK, command_parser
+from .data import add_dataset_options, dataset_options
 
 LOOP = {field.name: field.default for field in dataclasses.fields(AccelerateTrainingArguments)}
 FROZEN = {field.name: field.default for field in dataclasses.fields(FrozenRecipe)}
@@ -73,23 +74,23 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
     defaults = _defaults(prepare_finetuning)
     parser = command_parser(
         command,
-        "Fine-tune the base models of a fresh MetaQAP model on a benchmark's train split with the Accelerate loop "
-        "(bf16, gradient accumulation, crash-safe checkpoints): validation is carved from train and the test split "
-        "is never read. Rerun the same command to resume. Writes OUTPUT_DIR/best, final/, checkpoints/, "
-        "metrics.jsonl, training_result.json; prints the result. Several processes: accelerate launch -m "
-        "metaqap_hf train ... Python: metaqap_hf.training.finetune(DATASET, DATA_DIR, OUTPUT_DIR, ...).",
+        "Fine-tune the base models of a fresh MetaQAP model on a dataset's train split with the Accelerate loop "
+        "(bf16, gradient accumulation, crash-safe checkpoints): validation is the dataset's own or carved from "
+        "train, and the test split is never read. Rerun the same command to resume. Writes OUTPUT_DIR/best and "
+        "final/ (each with its model card, README.md), checkpoints/, metrics.jsonl, training_result.json; prints "
+        "the result. Several processes: on GPUs `accelerate launch --num_processes N -m metaqap_hf train ...`, on "
+        "CPUs `accelerate launch --multi_gpu --num_processes N -m metaqap_hf train ...`. "
+        "Python: metaqap_hf.training.finetune(DATASET, OUTPUT_DIR, ...).",
     )
-    parser.add_argument("--dataset", default="biq2021", help="registered benchmark")
-    parser.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="run folder (rerun to resume)")
+    add_dataset_options(parser, "share of the training images held out for model selection, when the dataset "
+                                "has no validation split")
     model = parser.add_argument_group("model")
     _add_model_options(model, defaults)
     model.add_argument("--loss", default=defaults["loss"], choices=sorted(LOSSES), help="training loss")
     data = parser.add_argument_group("data")
     data.add_argument("--image-size", type=int, default=defaults["image_size"], metavar="N",
                       help="processor resize (512 = inference default)")
-    data.add_argument("--validation-fraction", type=float, default=defaults["validation_fraction"], metavar="F",
-                      help="share of the training images held out for model selection")
     data.add_argument("--train-limit", type=int, default=defaults["train_limit"], metavar="N",
                       help="use the first N training images")
     data.add_argument("--validation-limit", type=int, default=defaults["validation_limit"], metavar="N",
@@ -100,7 +101,8 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
     data.add_argument("--num-workers", type=int, default=defaults["num_workers"], metavar="N",
                       help="decoding processes")
     loop = parser.add_argument_group("training loop")
-    loop.add_argument("--epochs", type=int, default=LOOP["num_epochs"], metavar="N", help="passes over the training set")
+    loop.add_argument("--epochs", type=int, default=LOOP["num_epochs"], metavar="N",
+                      help="passes over the training set")
     loop.add_argument("--max-steps", type=int, default=LOOP["max_steps"], metavar="N",
                       help="stop after N optimizer steps (default: after --epochs)")
     loop.add_argument("--batch-size", type=int, default=LOOP["per_device_batch_size"], metavar="N",
@@ -118,17 +120,17 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> int:
     result = finetune(
-        args.dataset, args.data_dir, args.output_dir, backbones=args.backbones, pretrained=not args.random_init,
-        weight_sources=dict(args.weights), loss=args.loss, image_size=args.image_size,
-        validation_fraction=args.validation_fraction, train_limit=args.train_limit,
-        validation_limit=args.validation_limit, cache=not args.no_cache, cache_dir=args.cache_dir,
-        num_workers=args.num_workers, seed=args.seed, num_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=MIXED_PRECISION[args.dtype],
-        train_backbones=not args.freeze_backbones, save_every_steps=args.save_every,
-        eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
+        args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
+        pretrained=not args.random_init, weight_sources=dict(args.weights), loss=args.loss,
+        image_size=args.image_size, train_limit=args.train_limit, validation_limit=args.validation_limit,
+        cache=not args.no_cache, cache_dir=args.cache_dir, num_workers=args.num_workers, seed=args.seed,
+        num_epochs=args.epochs, max_steps=args.max_steps, per_device_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, head_learning_rate=args.head_lr,
+        mixed_precision=MIXED_PRECISION[args.dtype], train_backbones=not args.freeze_backbones,
+        save_every_steps=args.save_every, eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
     )
-    print(json.dumps(asdict(result), indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # launched as several processes, one of them reports
+        print(json.dumps(asdict(result), indent=2))
     return EXIT_OK
 
 
@@ -137,18 +139,17 @@ def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
     defaults = _defaults(train_frozen)
     parser = command_parser(
         command,
-        "Reproduce metaqap-lite-biq2021 end to end from a raw benchmark folder on a CPU: the lite backbones stay "
-        "frozen with their ImageNet weights; their multi-stage pooled features are computed once (cached with "
-        "--cache-dir); one MLP head per backbone is trained on them (epochs chosen on the validation split carved "
-        "from train); the meta-learner is fitted on k-fold out-of-fold head predictions; heads are refit on all "
-        "training images. The official test split is predicted only for the report. Writes the checkpoint and "
-        "training_report.json. Python: metaqap_hf.training.train_frozen(DATASET_DICT, OUTPUT_DIR, ...).",
+        "Train the default model's recipe on any dataset on a CPU (it reproduces metaqap-lite-biq2021 from the raw "
+        "BIQ2021 folder): the lite backbones stay frozen with their ImageNet weights; their multi-stage pooled "
+        "features are computed once (cached with --cache-dir); one MLP head per backbone is trained on them "
+        "(epochs chosen on the validation split); the meta-learner is fitted on k-fold out-of-fold head "
+        "predictions; heads are refit on all training images. A test split is predicted only for the report. "
+        "Writes the checkpoint, its model card (README.md, with the test and out-of-fold figures) and "
+        "training_report.json. Python: metaqap_hf.training.train_frozen(DATASET, OUTPUT_DIR, ...).",
     )
-    parser.add_argument("--dataset", default="biq2021", help="registered benchmark")
-    parser.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoint folder to write")
-    parser.add_argument("--validation-fraction", type=float, default=_defaults(prepare_finetuning)["validation_fraction"],
-                        metavar="F", help="share of the training images held out for choosing the head epochs")
+    add_dataset_options(parser, "share of the training images held out for choosing the head epochs, when the "
+                                "dataset has no validation split")
     _add_model_options(parser, defaults)
     parser.add_argument("--image-size", type=int, default=defaults["image_size"], metavar="N",
                         help="backbone input side (default: the preset's)")
@@ -173,15 +174,15 @@ def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
 
 
 def run_train_frozen(args: argparse.Namespace) -> int:
-    benchmark = get_benchmark(args.dataset)
-    dataset = benchmark.load(args.data_dir, validation_fraction=args.validation_fraction, seed=args.seed)
     recipe = FrozenRecipe(hidden_size=args.hidden_size, dropout=args.dropout, max_epochs=args.max_epochs,
                           folds=args.folds, loss=args.loss, meta_learner=args.meta_learner, seed=args.seed)
-    report = train_frozen(dataset, args.output_dir, mos_range=benchmark.info.mos_range, mos_name=benchmark.info.mos_name,
-                          backbones=args.backbones, image_size=args.image_size, recipe=recipe,
-                          feature_cache=args.cache_dir, feature_dtype=getattr(torch, args.dtype),
-                          pretrained=not args.random_init, weight_sources=dict(args.weights), device=args.device)
+    report = train_frozen(args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
+                          image_size=args.image_size, recipe=recipe, feature_cache=args.cache_dir,
+                          feature_dtype=getattr(torch, args.dtype), pretrained=not args.random_init,
+                          weight_sources=dict(args.weights), device=args.device)
     print(json.dumps({
+        "checkpoint": str(args.output_dir),
+        "dataset": report["dataset"],
         "meta_learner": report["meta_learner"]["fits"][args.meta_learner],
         "out_of_fold_srocc": report["meta_learner"]["out_of_fold_srocc"],
         "test": {name: {key: round(value, 4) for key, value in metrics.items()
@@ -198,26 +199,25 @@ def _stack_parser(command: str) -> argparse.ArgumentParser:
     parser = command_parser(
         command,
         "Combine trained MetaQAP checkpoints into one model and fit the meta-learner on their predictions for the "
-        "validation split carved from the benchmark's train data (never the test split). Use the same "
-        "--validation-fraction and --seed the base models were trained with, so those images were held out from "
-        "them. Python: metaqap_hf.training.stack_checkpoints(CHECKPOINTS, DATASET, DATA_DIR, OUTPUT_DIR).",
+        "dataset's validation split (its own, or carved from its train data; never the test split). Use the same "
+        "dataset, --validation-fraction and --seed the base models were trained with, so those images were held "
+        "out from them. Writes the checkpoint and its model card (README.md). "
+        "Python: metaqap_hf.training.stack_checkpoints(CHECKPOINTS, DATASET, OUTPUT_DIR, ...).",
     )
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="trained base-model checkpoints")
-    parser.add_argument("--dataset", default="biq2021", help="registered benchmark")
-    parser.add_argument("--data-dir", required=True, metavar="DIR", help="the benchmark's folder in its official layout")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoint folder to write")
+    add_dataset_options(parser, "the base models' held-out share of the training images, when the dataset has no "
+                                "validation split")
     parser.add_argument("--meta-learner", default=defaults["method"], choices=META_LEARNER_METHODS,
                         help="how base scores are combined")
-    parser.add_argument("--validation-fraction", type=float, default=defaults["validation_fraction"], metavar="F",
-                        help="the base models' held-out share of the training images")
     parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N", help="the base models' split seed")
     parser.set_defaults(func=run_stack)
     return parser
 
 
 def run_stack(args: argparse.Namespace) -> int:
-    fit = stack_checkpoints(args.checkpoints, args.dataset, args.data_dir, args.output_dir,
-                            method=args.meta_learner, validation_fraction=args.validation_fraction, seed=args.seed)
+    fit = stack_checkpoints(args.checkpoints, args.dataset, args.output_dir, **dataset_options(args),
+                            method=args.meta_learner, seed=args.seed)
     print(json.dumps({"method": fit.method, "coefficients": fit.coefficients, "intercept": fit.intercept,
                       "r2": fit.r2, "output_dir": str(args.output_dir)}, indent=2))
     return EXIT_OK
@@ -251,7 +251,8 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=defaults["steps"], metavar="N", help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], metavar="N", help="crops per step")
     _add_loop_options(parser)
-    parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N", help="seed of crops, distortions and heads")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], metavar="N",
+                        help="seed of crops, distortions and heads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_pretrain)
     return parser

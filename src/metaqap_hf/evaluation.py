@@ -1,10 +1,11 @@
-"""Evaluating a checkpoint on a labelled split: every IQA metric (`metaqap_hf.metrics`), per-image predictions and
-a scatter plot, with the images read through the inference path (`load_image` + the checkpoint's own image
-processor, no augmentation). The function behind `metaqap evaluate`, `examples/evaluate_checkpoint.py` and
-`benchmarks/accuracy.py`.
+"""Evaluating a checkpoint on a labelled split of any dataset: every IQA metric (`metaqap_hf.metrics`), per-image
+predictions and a scatter plot, with the images read through the inference path (`load_image` + the checkpoint's
+own image processor, no augmentation), from files or embedded bytes. The function behind `metaqap evaluate`,
+`examples/evaluate_checkpoint.py` and `benchmarks/accuracy.py`.
 
     >>> from metaqap_hf.evaluation import evaluate_checkpoint
-    >>> report = evaluate_checkpoint("runs/lite/best", "biq2021", "/data/BIQ2021", "test", "runs/lite/eval-test")
+    >>> report = evaluate_checkpoint("runs/lite/best", "biq2021", "runs/lite/eval-test", data_dir="/data/BIQ2021")
+    >>> report = evaluate_checkpoint("runs/mine/best", "photos/scores.csv", "runs/mine/eval", mos_range=(1, 5))
     >>> report["metrics"]["srocc"]
 """
 
@@ -18,9 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from datasets import concatenate_datasets
 from torch.utils.data import DataLoader
 
-from .data import get_benchmark
+from .data import DatasetSource, load_dataset_source
+from .data.splits import VALIDATION_FRACTION
+from .hub import add_card_evaluation, card_evaluation, card_is_rendered, read_model_card_facts
 from .image_processing_metaqap import MetaQAPImageProcessor
 from .metrics import compute_iqa_metrics, srocc
 from .modeling_metaqap import MetaQAPModel
@@ -29,42 +33,60 @@ from .training.loop import Predictions, predict
 
 __all__ = ["evaluate_checkpoint"]
 
+ALL_SPLITS = "all"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
-    dataset: str,
-    data_dir: str | os.PathLike | None,
-    split: str,
+    dataset: str | os.PathLike | DatasetSource,
     output_dir: str | os.PathLike,
     *,
+    split: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    mos_range: Sequence[float] | None = None,
+    validation_fraction: float = VALIDATION_FRACTION,
+    seed: int = 0,
     dtype: str | torch.dtype = "float32",
     batch_size: int = 16,
     num_workers: int = 0,
     limit: int | None = None,
     device: str | None = None,
     plot: bool = True,
+    add_to_card: bool = False,
 ) -> dict:
-    """Score `split` of benchmark `dataset` with the checkpoint folder `checkpoint` and write the results.
+    """Score `split` of `dataset` with the checkpoint folder `checkpoint` and write the results.
 
-    Images go through the inference path (`load_image` + the checkpoint's image processor, no augmentation), under
-    bfloat16 autocast when `dtype` is bfloat16. `limit` keeps the first N images; `device` defaults to CUDA when
-    available. Writes to `output_dir`: ``metrics.json`` (the returned report: `compute_iqa_metrics` plus each base
-    model's SROCC as ``srocc_<backbone id>``), ``predictions.csv`` (image, MOS, score, base scores) and, with `plot`,
-    ``scatter.png`` (predicted score against MOS; needs matplotlib, the ``plots`` extra).
+    `dataset` is anything `metaqap_hf.data.load_dataset_source` resolves (a registered benchmark with `data_dir`, a
+    CSV/JSONL table with `mos_range`, a prepared folder, a hub id, a `DatasetDict`; `validation_fraction` and
+    `seed` give the validation split carved from train where the source has none). `split` is ``train``,
+    ``validation``, ``test`` or ``all`` (every image of every split); by default ``test`` when the dataset has
+    one, else ``all``. Images go through the inference path (`load_image` + the checkpoint's image processor, no
+    augmentation), under bfloat16 autocast when `dtype` is bfloat16. `limit` keeps the first N images; `device`
+    defaults to CUDA when available. Writes to `output_dir`: ``metrics.json`` (the returned report:
+    `compute_iqa_metrics` plus each base model's SROCC as ``srocc_<backbone id>``), ``predictions.csv`` (image,
+    MOS, score, base scores) and, with `plot`, ``scatter.png`` (predicted score against MOS; needs matplotlib, the
+    ``plots`` extra). With `add_to_card`, the figures also go into the checkpoint's model card (its
+    ``model_card.json`` and README.md), replacing an earlier row of the same dataset and split.
     """
     compute_dtype = _DTYPES.get(dtype) if isinstance(dtype, str) else dtype
     if compute_dtype not in _PRECISION_NAMES:
         raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
     if plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError("the scatter plot needs matplotlib: pip install 'metaqap-hf[plots]', or pass plot=False")
-    benchmark = get_benchmark(dataset)
-    splits = benchmark.load(data_dir)
-    if split not in splits:
-        raise ValueError(f"{benchmark.info.pretty_name} has no split {split!r}; its splits are {list(splits)}")
-    images = splits[split]
+    if add_to_card:
+        _check_card_takes_figures(Path(checkpoint), limit)
+    source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=validation_fraction,
+                                 seed=seed)
+    split = split or ("test" if "test" in source.dataset else ALL_SPLITS)
+    if split == ALL_SPLITS:
+        images = concatenate_datasets(list(source.dataset.values()))
+    elif split in source.dataset:
+        images = source.dataset[split]
+    else:
+        raise ValueError(f"{source.name} has no split {split!r}; its splits are {list(source.dataset)} "
+                         f"(or {ALL_SPLITS!r} for every image)")
     if limit is not None:
         images = images.select(range(min(limit, len(images))))
 
@@ -84,18 +106,39 @@ def evaluate_checkpoint(
     ablations = {backbone_id: compute_iqa_metrics(predictions.base_scores[:, column], predictions.labels)
                  for column, backbone_id in enumerate(model.config.backbone_ids)}
     ablations["mean of base models"] = compute_iqa_metrics(predictions.base_scores.mean(1), predictions.labels)
-    report = {"checkpoint": str(checkpoint), "dataset": benchmark.info.name, "split": split,
-              "checkpoint_mos_range": model.config.mos_range, "dataset_mos_range": list(benchmark.info.mos_range),
-              "precision": _PRECISION_NAMES[compute_dtype], "metrics": metrics, "ablations": ablations}
+    report = {"checkpoint": str(checkpoint), "dataset": source.dataset_id, "dataset_origin": source.origin,
+              "split": split, "checkpoint_mos_range": model.config.mos_range,
+              "dataset_mos_range": list(source.mos_range), "precision": _PRECISION_NAMES[compute_dtype],
+              "metrics": metrics, "ablations": ablations}
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    _write_predictions(output / "predictions.csv", images["image_name"], predictions, model.config.backbone_ids)
+    _write_predictions(output / "predictions.csv", images["image_name"][:], predictions, model.config.backbone_ids)
     if plot:
         title = f"{split}: SROCC {metrics['srocc']:.3f}, PLCC {metrics['plcc']:.3f} (n={metrics['n']})"
-        _save_scatter_plot(output / "scatter.png", predictions, f"{benchmark.info.pretty_name} MOS",
+        _save_scatter_plot(output / "scatter.png", predictions, source.mos_name,
                            f"predicted ({model.config.mos_name})", title)
+    if add_to_card:
+        evaluation = card_evaluation(metrics, dataset_name=source.name, dataset_id=source.dataset_id, split=split,
+                                     num_images=metrics["n"])
+        if evaluation is None:
+            raise ValueError(f"the metrics on {source.name} {split} are not all finite numbers (see "
+                             f"{output / 'metrics.json'}); nothing was added to the card")
+        report["card"] = str(add_card_evaluation(checkpoint, evaluation))
     return report
+
+
+def _check_card_takes_figures(checkpoint: Path, limit: int | None) -> None:
+    """Refuse `add_to_card` before any work when the figures could not go on the card."""
+    if limit is not None:
+        raise ValueError("figures of the first images only (limit) do not belong on a model card")
+    if read_model_card_facts(checkpoint) is None:
+        raise FileNotFoundError(f"{checkpoint}: no model_card.json to add the figures to (checkpoints written by "
+                                "metaqap's training commands have one)")
+    if not card_is_rendered(checkpoint):
+        raise FileExistsError(f"{checkpoint / 'README.md'} was edited by hand: add the figures there yourself, or "
+                              f"render it again first (`metaqap card render {checkpoint} --overwrite`, which drops "
+                              "the edits)")
 
 
 def _write_predictions(path: Path, names: Sequence[str], predictions: Predictions, backbone_ids: Sequence[str]) -> None:

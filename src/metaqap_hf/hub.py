@@ -2,13 +2,18 @@
 
 - `render_model_card`: a model card from the packaged Jinja template, filled from the checkpoint's config and the
   training / evaluation facts you pass; its `model-index` metadata carries the evaluation as `EvalResult`s.
+- `write_model_card`: the card of a checkpoint folder, saved as README.md with its facts (`ModelCardFacts`) beside
+  it in model_card.json, so that it can be rendered again from the folder alone (`metaqap card render`, and every
+  push). Every command and training function that writes a checkpoint writes its card this way.
 - `lint_card`: what is wrong with a card file (unparsable metadata or model-index, missing sections or licence,
   leftover template markup, images it links to that are not there). `push_model` runs it before every push.
 - `push_model`: one checkpoint folder -> one model repo, in one of two modes (pick one per checkpoint):
   *package mode* pushes weights and configs only (users `pip install metaqap-hf` and `import metaqap_hf`);
   *remote-code mode* pushes a staged copy with the model code added by `export_remote_code`, so users load it
-  with `trust_remote_code=True` and no package. The repo mirrors the pushed folder: remote files that are not in
-  it (e.g. code left by an earlier remote-code push) are deleted in the same commit.
+  with `trust_remote_code=True` and no package. A card rendered by `write_model_card` is rendered again for the
+  push (the repo id, the mode's usage); a card written or edited by hand is pushed as it is. The repo mirrors the
+  pushed folder: remote files that are not in it (e.g. code left by an earlier remote-code push) are deleted in
+  the same commit.
 - `push_dataset`: a folder written by `metaqap_hf.data.prepare_dataset` (parquet shards under `data/` and a
   README.md card) -> one dataset repo that `datasets.load_dataset(repo_id)` reads.
 
@@ -19,15 +24,18 @@ failure (bad card, unreachable endpoint, refused upload) is raised as `HubPushEr
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
 import re
+import shlex
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -42,17 +50,25 @@ from .image_processing_metaqap import MetaQAPImageProcessor
 from .remote_code import export_remote_code
 
 __all__ = [
+    "CARD_FACTS_NAME",
     "CardEvaluation",
     "HubPushError",
     "IQA_METRICS",
+    "ModelCardFacts",
     "PLCC_MAPPINGS",
     "REQUIRED_SECTIONS",
     "TASK_TYPE",
+    "add_card_evaluation",
+    "card_evaluation",
+    "card_is_rendered",
+    "command_line",
     "lint_card",
     "model_card_template",
     "push_dataset",
     "push_model",
+    "read_model_card_facts",
     "render_model_card",
+    "write_model_card",
 ]
 
 TASK_TYPE = "image-quality-assessment"
@@ -66,6 +82,7 @@ PLCC_MAPPINGS = {
 }
 TEMPLATE_NAME = "model_card_template.md"
 CARD_NAME = "README.md"
+CARD_FACTS_NAME = "model_card.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 DEFAULT_LICENSE_NOTES = (
     "This checkpoint is released under {license}. The backbone weights training started from ({backbones}) and "
@@ -139,6 +156,62 @@ class CardEvaluation:
             )
             for metric in IQA_METRICS
         ]
+
+
+def card_evaluation(
+    metrics: Mapping[str, float], *, dataset_name: str, dataset_id: str, split: str, num_images: int | None = None
+) -> CardEvaluation | None:
+    """The card row of raw metrics (``srocc``, ``plcc``, ``krocc``, ``rmse``, as `metaqap_hf.metrics` computes
+    them); None when one of them is not a finite number (e.g. the SROCC of constant predictions): nothing to
+    report then."""
+    values = {metric: metrics.get(metric) for metric in IQA_METRICS}
+    if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values.values()):
+        return None
+    return CardEvaluation(dataset_name, dataset_id, split, **{k: float(v) for k, v in values.items()},
+                          num_images=num_images)
+
+
+@dataclass
+class ModelCardFacts:
+    """What a model card says beyond the checkpoint's own config: the training data and command, the evaluations,
+    notes, limitations and licence (the arguments of `render_model_card` other than the checkpoint, repo id and
+    mode). `write_model_card` saves them as ``model_card.json`` beside the card, so the card can be rendered again
+    from the checkpoint folder alone, in either push mode and for any repo id."""
+
+    training_dataset: str
+    training_command: str
+    evaluations: Sequence[CardEvaluation | Mapping] = ()
+    training_dataset_id: str | None = None
+    training_notes: str | None = None
+    scatter_plot: str | None = None
+    license: str = "apache-2.0"
+    license_notes: str | None = None
+    limitations: Sequence[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.evaluations = [row if isinstance(row, CardEvaluation) else CardEvaluation(**row)
+                            for row in self.evaluations]
+        self.limitations = list(self.limitations)
+
+    def with_evaluation(self, evaluation: CardEvaluation) -> ModelCardFacts:
+        """These facts with `evaluation` added, replacing an earlier one of the same dataset and split."""
+        kept = [row for row in self.evaluations
+                if (row.dataset_id, row.split) != (evaluation.dataset_id, evaluation.split)]
+        return replace(self, evaluations=[*kept, evaluation])
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """How this process was started (`sys.argv`), as a shell command: ``metaqap train ...`` for the command line,
+    ``python -m PACKAGE ...`` or ``python SCRIPT ...`` for Python. The default training command of a card."""
+    argv = list(sys.argv if argv is None else argv) or [""]
+    program = Path(argv[0])
+    if program.name == "__main__.py":
+        start = ["python", "-m", program.parent.name]
+    elif program.suffix == ".py" or argv[0] in ("", "-", "-c"):  # a script, stdin or `python -c`
+        start = ["python", argv[0]] if argv[0] else ["python"]
+    else:
+        start = [program.name]
+    return shlex.join([*start, *argv[1:]])
 
 
 def model_card_template() -> str:
@@ -231,6 +304,84 @@ def render_model_card(
     return ModelCard(content)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _card_record(checkpoint_dir: Path) -> dict | None:
+    facts_file = checkpoint_dir / CARD_FACTS_NAME
+    return json.loads(facts_file.read_text(encoding="utf-8")) if facts_file.is_file() else None
+
+
+def read_model_card_facts(checkpoint_dir: str | Path) -> ModelCardFacts | None:
+    """The facts the checkpoint's card was rendered from (its ``model_card.json``), or None."""
+    record = _card_record(Path(checkpoint_dir))
+    return ModelCardFacts(**record["facts"]) if record is not None else None
+
+
+def card_is_rendered(checkpoint_dir: str | Path) -> bool:
+    """Whether the folder has card facts (model_card.json) and its README.md is absent or exactly what
+    `write_model_card` last wrote there: a card that can be rendered again without losing anything."""
+    checkpoint_dir = Path(checkpoint_dir)
+    record = _card_record(checkpoint_dir)
+    card_file = checkpoint_dir / CARD_NAME
+    return record is not None and (not card_file.exists() or _sha256(card_file) == record["rendered"]["sha256"])
+
+
+def write_model_card(
+    checkpoint_dir: str | Path,
+    facts: ModelCardFacts | None = None,
+    *,
+    repo_id: str | None = None,
+    remote_code: bool | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Render the card of a checkpoint folder and save it as its README.md; returns the card's path.
+
+    `facts` are saved beside it as ``model_card.json``; without them, the card is rendered again from the
+    ``model_card.json`` already there (another mode, another repo id). `repo_id` is the model id the card shows
+    and `remote_code` picks the usage snippet of that push mode; both default to those of the card's last
+    rendering, and for a new card to the folder's path (how a local checkpoint loads) and package mode. A README.md
+    that this function did not write, or that was edited since, is kept unless `overwrite` (a `FileExistsError`
+    says so): nothing written by hand is replaced silently.
+    """
+    folder = Path(checkpoint_dir)
+    card_file = folder / CARD_NAME
+    record = _card_record(folder)
+    if facts is None:
+        if record is None:
+            raise FileNotFoundError(f"{folder / CARD_FACTS_NAME}: missing, so there is nothing to render the card "
+                                    "from (checkpoints written by metaqap's training commands have one; else call "
+                                    "write_model_card with ModelCardFacts)")
+        facts = ModelCardFacts(**record["facts"])
+    if card_file.exists() and not overwrite and not card_is_rendered(folder):
+        raise FileExistsError(f"{card_file} was written or edited by hand; pass overwrite=True (--overwrite) to "
+                              f"replace it with a card rendered from {CARD_FACTS_NAME}")
+    last = record["rendered"] if record is not None else {"repo_id": str(folder), "remote_code": False}
+    model_id = repo_id or last["repo_id"]
+    remote_code = last["remote_code"] if remote_code is None else remote_code
+    card = render_model_card(folder, repo_id=model_id, remote_code=remote_code, **_render_arguments(facts))
+    card_file.write_text(str(card), encoding="utf-8", newline="")
+    record = {"facts": asdict(facts),
+              "rendered": {"repo_id": model_id, "remote_code": remote_code, "sha256": _sha256(card_file)}}
+    (folder / CARD_FACTS_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return card_file
+
+
+def add_card_evaluation(checkpoint_dir: str | Path, evaluation: CardEvaluation) -> Path:
+    """Add `evaluation` to the checkpoint's card facts (replacing an earlier one of the same dataset and split) and
+    render its card again, as it was last rendered; returns the card's path."""
+    facts = read_model_card_facts(checkpoint_dir)
+    if facts is None:
+        raise FileNotFoundError(f"{Path(checkpoint_dir) / CARD_FACTS_NAME}: missing; there is no card to add "
+                                "figures to (checkpoints written by metaqap's training commands have one)")
+    return write_model_card(checkpoint_dir, facts.with_evaluation(evaluation))
+
+
+def _render_arguments(facts: ModelCardFacts) -> dict:
+    return {name: getattr(facts, name) for name in facts.__dataclass_fields__}
+
+
 def lint_card(path: str | Path) -> list[str]:
     """Problems that make a model card unfit to publish, each prefixed with the card's path; [] means fine.
 
@@ -283,7 +434,7 @@ def _eval_result_problems(eval_results: Sequence[EvalResult] | None) -> list[str
 
 
 def _checkpoint_problems(checkpoint_dir: Path, remote_code: bool) -> list[str]:
-    """Everything that must hold before a checkpoint folder is pushed in the given mode."""
+    """What must hold of a checkpoint folder's files before it is pushed in the given mode (the card aside)."""
     if not checkpoint_dir.is_dir():
         return [f"{checkpoint_dir}: not a folder"]
     problems = []
@@ -297,23 +448,29 @@ def _checkpoint_problems(checkpoint_dir: Path, remote_code: bool) -> list[str]:
         problems.append(f"{checkpoint_dir / 'preprocessor_config.json'}: missing (save the image processor too)")
     if not any((checkpoint_dir / name).is_file() for name in WEIGHT_FILES):
         problems.append(f"{checkpoint_dir}: no weights ({' or '.join(WEIGHT_FILES)})")
-    card_file = checkpoint_dir / CARD_NAME
-    card_problems = lint_card(card_file)
-    problems += card_problems
-    if not card_problems:
-        usage = card_file.read_text(encoding="utf-8")
-        if remote_code and "trust_remote_code=True" not in usage:
-            problems.append(f"{card_file}: usage shows package mode but this is a remote-code push; render the card "
-                            "with remote_code=True")
-        if not remote_code and "import metaqap_hf" not in usage:
-            problems.append(f"{card_file}: usage shows remote-code mode but this is a package-mode push; render the "
-                            "card with remote_code=False")
     if not remote_code:
         code_files = sorted(p.name for p in checkpoint_dir.glob("*.py"))
         if code_files or (config or {}).get("auto_map"):
             problems.append(f"{checkpoint_dir}: carries remote code ({', '.join(code_files) or 'auto_map'}); push it "
                             "with remote_code=True, or push a folder saved without export_remote_code")
     return problems
+
+
+def _card_problems(card_file: Path, remote_code: bool, checkpoint_dir: Path, rendered: bool) -> list[str]:
+    """Lint problems of the card to be pushed (a staged copy, maybe), and whether its usage matches the mode; paths
+    are shown as in `checkpoint_dir`, the folder the user named."""
+    problems = lint_card(card_file)
+    if not problems:
+        usage = card_file.read_text(encoding="utf-8")
+        command = f"`metaqap card render {checkpoint_dir}{' --remote-code' if remote_code else ''} --overwrite`"
+        if remote_code and "trust_remote_code=True" not in usage:
+            problems.append(f"{card_file}: usage shows package mode but this is a remote-code push; render the card "
+                            f"with remote_code=True ({command}), or edit its usage")
+        if not remote_code and "import metaqap_hf" not in usage:
+            problems.append(f"{card_file}: usage shows remote-code mode but this is a package-mode push; render the "
+                            f"card with remote_code=False ({command}), or edit its usage")
+    origin = f" (in the card rendered from {CARD_FACTS_NAME} for this push)" if rendered else ""
+    return [problem.replace(str(card_file.parent), str(checkpoint_dir)) + origin for problem in problems]
 
 
 def _is_unreachable(error: BaseException | None) -> bool:
@@ -366,24 +523,35 @@ def push_model(
 ) -> str:
     """Push a checkpoint folder (model, image processor, README.md card) to a model repo; returns the commit URL.
 
-    The card is linted first and must match the mode (its usage snippet). Package mode pushes the folder as it is
-    and refuses folders that carry remote code. Remote-code mode pushes a temporary copy with the model code added
-    (`export_remote_code`). The repo is created if needed (`private` applies then) and mirrors the pushed folder.
-    `token` and `endpoint` default to huggingface_hub's (`HF_TOKEN`, `HF_ENDPOINT`). Raises `HubPushError`.
+    The card: one rendered by `write_model_card` (as every checkpoint the training commands write has) is rendered
+    again for this push, with `repo_id` and the usage snippet of the mode; one written or edited by hand is pushed
+    as it is and must match the mode. Either way it is linted first, and the local folder is left untouched (the
+    push is staged in a temporary copy whenever anything changes). Package mode refuses folders that carry remote
+    code; remote-code mode adds the model code (`export_remote_code`). The repo is created if needed (`private`
+    applies then) and mirrors the pushed folder. `token` and `endpoint` default to huggingface_hub's (`HF_TOKEN`,
+    `HF_ENDPOINT`). Raises `HubPushError`.
     """
     checkpoint_dir = Path(checkpoint_dir)
+    refusal = f"refusing to push {checkpoint_dir} to {repo_id}:"
     problems = _check_repo_id(repo_id) + _checkpoint_problems(checkpoint_dir, remote_code)
     if problems:
-        raise HubPushError(f"refusing to push {checkpoint_dir} to {repo_id}:", problems)
+        raise HubPushError(refusal, problems)
     api = HfApi(endpoint=endpoint, token=token)
     mode = "remote-code" if remote_code else "package"
     message = commit_message or f"Upload MetaQAP checkpoint ({mode} mode)"
+    rendered = card_is_rendered(checkpoint_dir)
     with tempfile.TemporaryDirectory(prefix="metaqap-push-") as staging:
         folder = checkpoint_dir
-        if remote_code:
+        if remote_code or rendered:
             folder = Path(staging) / checkpoint_dir.name
             shutil.copytree(checkpoint_dir, folder, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        if rendered:
+            write_model_card(folder, repo_id=repo_id, remote_code=remote_code)
+        if remote_code:
             export_remote_code(folder)
+        problems = _card_problems(folder / CARD_NAME, remote_code, checkpoint_dir, rendered)
+        if problems:
+            raise HubPushError(refusal, problems)
         with _hub_errors(api.endpoint, repo_id):
             api.create_repo(repo_id, private=private, exist_ok=True)
             commit = api.upload_folder(

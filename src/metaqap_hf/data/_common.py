@@ -105,9 +105,9 @@ class LabelledImage:
     path: Path | None = None
 
 
-def describe_names(names: Sequence[str]) -> str:
-    """Quote up to ``MAX_NAMES_SHOWN`` names and give the total count."""
-    shown = ", ".join(repr(name) for name in names[:MAX_NAMES_SHOWN])
+def describe_names(names: Sequence[str], *, quote: bool = True) -> str:
+    """Up to ``MAX_NAMES_SHOWN`` names (quoted, unless `quote` is off) and the total count."""
+    shown = ", ".join(repr(name) if quote else name for name in names[:MAX_NAMES_SHOWN])
     more = ", ..." if len(names) > MAX_NAMES_SHOWN else ""
     return f"{shown}{more} ({len(names)} in all)"
 
@@ -179,8 +179,11 @@ def warn_unlabeled_images(
     warnings.warn(f"{message} They are skipped; pass strict=True to make this an error.", UnlabeledImagesWarning, 3)
 
 
-def read_csv_rows(path: Path, required_columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a CSV label file as ``(line number, {required column: cell})``.
+def read_csv_rows(
+    path: Path, required_columns: Sequence[str], optional_columns: Sequence[str] = ()
+) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV label file as ``(line number, {column: cell})``: every required column, and those of
+    `optional_columns` that the header has.
 
     Column names are matched without regard to case or surrounding spaces; rows whose cells are all empty (the
     trailing ``,,`` lines some files carry) are skipped.
@@ -201,7 +204,8 @@ def read_csv_rows(path: Path, required_columns: Sequence[str]) -> list[tuple[int
                 raise DatasetLayoutError(
                     f"Label file {path} has no column {', '.join(map(repr, absent))}; its header is {header}."
                 )
-            wanted = {column: positions[column.casefold()] for column in required_columns}
+            present = [*required_columns, *(column for column in optional_columns if column.casefold() in positions)]
+            wanted = {column: positions[column.casefold()] for column in present}
             rows = []
             for cells in reader:
                 if not any(cell.strip() for cell in cells):
@@ -278,6 +282,7 @@ def build_dataset_dict(
     common_columns = base_features()
     extra_columns = [column for column in features if column not in common_columns]
     dataset_info = DatasetInfo(
+        dataset_name=info.pretty_name,  # how `load_dataset_source` names a DatasetDict given in Python
         description=info.description(),
         citation=info.citation,
         homepage=info.homepage,

@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "NUM_PROTOCOL_SPLITS",
     "PROTOCOL_TEST_FRACTION",
+    "VALIDATION_FRACTION",
     "hold_out",
     "protocol_split",
     "train_validation_test",
@@ -25,6 +26,9 @@ __all__ = [
 
 NUM_PROTOCOL_SPLITS = 10
 PROTOCOL_TEST_FRACTION = 0.2
+# The share of the training images held out as validation by the training and evaluation functions, where a
+# dataset has no validation split of its own.
+VALIDATION_FRACTION = 0.1
 
 Row = TypeVar("Row")
 

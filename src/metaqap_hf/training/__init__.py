@@ -5,16 +5,18 @@ the frozen-feature recipe of the default model, and the meta-learner (stacking).
     data.py          (image, MOS) datasets, collator, quality-preserving augmentation, decoded-image cache
     loop.py          train_with_accelerate and its arguments; predict; set_trainable; the metrics log
     checkpointing.py crash-safe checkpoint folders
-    finetune.py      finetune(): a benchmark -> a fine-tuned checkpoint (`metaqap train`)
+    finetune.py      finetune(): any dataset -> a fine-tuned checkpoint (`metaqap train`)
     trainer.py       MetaQAPTrainer, quality_training_arguments
     frozen.py        train_frozen(): frozen backbones, MLP heads, stacking (`metaqap train-frozen`)
     stacking.py      the meta-learner fits; stack_checkpoints() (`metaqap stack`)
 
     >>> from metaqap_hf.training import finetune
-    >>> result = finetune("biq2021", "/data/BIQ2021", "runs/lite", num_epochs=10, cache_dir="/data/cache")
+    >>> result = finetune("biq2021", "runs/lite", data_dir="/data/BIQ2021", num_epochs=10, cache_dir="/data/cache")
+    >>> result = finetune("photos/scores.csv", "runs/mine", mos_range=(1, 5))  # your own images and scores
 """
 
 from .data import (
+    DecodedImages,
     QualityAugmentation,
     QualityDataCollator,
     QualityImageDataset,
@@ -22,7 +24,7 @@ from .data import (
     quality_dataset,
     training_datasets,
 )
-from .finetune import FinetuningSetup, finetune, load_training_splits, prepare_finetuning
+from .finetune import FinetuningSetup, finetune, prepare_finetuning
 from .frozen import FrozenRecipe, extract_features, train_frozen, train_head
 from .loop import (
     AccelerateTrainingArguments,
@@ -37,6 +39,7 @@ from .trainer import MetaQAPTrainer, quality_training_arguments
 
 __all__ = [
     "AccelerateTrainingArguments",
+    "DecodedImages",
     "FinetuningSetup",
     "FrozenRecipe",
     "MetaLearnerFit",
@@ -50,7 +53,6 @@ __all__ = [
     "finetune",
     "fit_meta_learner",
     "initialize_head_bias",
-    "load_training_splits",
     "predict",
     "prepare_finetuning",
     "quality_dataset",

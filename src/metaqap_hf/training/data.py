@@ -1,9 +1,10 @@
 """Training data: (image, MOS) datasets, the collator that batches them, quality-preserving augmentation and the
 decoded-image cache.
 
-    DatasetDict split (image files + MOS)
-      -> image source: `build_image_cache` (decoded once, uint8, in memory or memory-mapped on disk) or `ImageFiles`
-         (decoded on every access); both run the inference path: `load_image` + the image processor, unrescaled
+    DatasetDict split (image files or embedded image bytes + MOS)
+      -> image source: `build_image_cache` (decoded once, uint8, in memory or memory-mapped on disk) or
+         `DecodedImages` (decoded on every access); both run the inference path: `load_image` (through
+         `metaqap_hf.data.load_dataset_image`, which reads files and embedded bytes alike) + the image processor
       -> `QualityImageDataset` (+ `QualityAugmentation` for training) -> `QualityDataCollator` -> pixel_values, labels
 
 Samples stay uint8 until the collator, which rescales the batch with the processor's own factor, so batches equal
@@ -35,16 +36,15 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from ..image_processing_metaqap import load_image
+from ..data.images import ImageInput, image_column, image_identity, image_label, load_dataset_image
 
 __all__ = [
     "AugmentationParams",
-    "ImageFiles",
+    "DecodedImages",
     "QualityAugmentation",
     "QualityDataCollator",
     "QualityImageDataset",
     "build_image_cache",
-    "image_paths",
     "quality_dataset",
     "training_datasets",
 ]
@@ -157,51 +157,40 @@ def _sampling_grid(size: torch.Size, params: AugmentationParams, device: torch.d
 
 # Image sources
 
-def image_paths(dataset) -> list[str]:
-    """File paths of a datasets split's `image` column, without decoding the images."""
-    from datasets import Image
+class DecodedImages(Dataset):
+    """Images decoded on every access: `images[i]` is a uint8 tensor (3, H, W) as the image processor makes it
+    (decoded by `load_image`, resized, not rescaled). `images` are file paths or undecoded items of a datasets
+    ``Image`` column (`metaqap_hf.data.image_column`), embedded bytes included. Raises `ImageLoadError` naming a
+    bad image."""
 
-    column = dataset.cast_column("image", Image(decode=False))["image"]
-    missing = [i for i, item in enumerate(column) if not item.get("path")]
-    if missing:
-        raise ValueError(f"{len(missing)} rows have no image path (e.g. row {missing[0]}); features need files")
-    return [item["path"] for item in column]
-
-
-class ImageFiles(Dataset):
-    """Images decoded from files on every access: `files[i]` is a uint8 tensor (3, H, W) as the image processor
-    makes it (decoded by `load_image`, resized, not rescaled). Raises `ImageLoadError` naming a bad file."""
-
-    def __init__(self, paths: Sequence[str | os.PathLike], image_processor):
-        self.paths = [str(path) for path in paths]
+    def __init__(self, images: Sequence[ImageInput], image_processor):
+        self.images = images
         self.image_processor = image_processor
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = load_image(self.paths[index])
+        image = load_dataset_image(self.images[index])
         pixels = self.image_processor(images=[image], do_rescale=False, return_tensors="pt")["pixel_values"][0]
         if pixels.dtype != torch.uint8:
-            raise TypeError(f"{self.paths[index]}: the image processor returned {pixels.dtype} pixels with "
-                            "do_rescale=False; the image cache needs a processor that resizes in uint8")
+            raise TypeError(f"{image_label(self.images[index])}: the image processor returned {pixels.dtype} pixels "
+                            "with do_rescale=False; the image cache needs a processor that resizes in uint8")
         return pixels
 
 
-def image_cache_key(paths: Sequence[str | os.PathLike], image_processor) -> str:
-    """A short hash of what the cached pixels depend on: each file's path, size and modification time, and the
-    processor's resize settings. A changed or replaced file gives a new key, hence a new cache file."""
-    files = []
-    for path in paths:
-        stat = Path(path).stat()
-        files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+def image_cache_key(images: Sequence[ImageInput], image_processor) -> str:
+    """A short hash of what the cached pixels depend on: each image's identity (a file's path, size and modification
+    time, or the hash of embedded bytes; `image_identity`) and the processor's resize settings. A changed or
+    replaced file gives a new key, hence a new cache file."""
     settings = {name: str(getattr(image_processor, name, None)) for name in ("size", "resample", "do_resize")}
-    identity = {"format": 1, "processor": type(image_processor).__name__, "settings": settings, "files": files}
+    identity = {"format": 2, "processor": type(image_processor).__name__, "settings": settings,
+                "images": [image_identity(image) for image in images]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def build_image_cache(
-    paths: Sequence[str | os.PathLike],
+    images: Sequence[ImageInput],
     image_processor,
     cache_dir: str | os.PathLike | None = None,
     *,
@@ -209,19 +198,20 @@ def build_image_cache(
     batch_size: int = 16,
     desc: str = "decoding images",
 ) -> np.ndarray:
-    """Decode and process every image in `paths` once; return a uint8 array (N, 3, H, W).
+    """Decode and process every image once (file paths, or items of a datasets ``Image`` column); return a uint8
+    array (N, 3, H, W).
 
     With `cache_dir`, the array lives in ``<cache_dir>/images-<key>.npy`` (see `image_cache_key`): an existing
     file is memory-mapped read-only and returned at once; a new one is written to a temporary name first and
     renamed into place when complete, so an interrupted build never leaves a file that would be reused.
     `num_workers` decode in parallel (DataLoader worker processes).
     """
-    if not paths:
-        raise ValueError("build_image_cache: no image paths given")
-    files = ImageFiles(paths, image_processor)
+    if not len(images):
+        raise ValueError("build_image_cache: no images given")
+    files = DecodedImages(images, image_processor)
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"images-{image_cache_key(paths, image_processor)}.npy"
+        cache_file = Path(cache_dir) / f"images-{image_cache_key(images, image_processor)}.npy"
         if cache_file.is_file():
             return np.load(cache_file, mmap_mode="r")
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -267,7 +257,7 @@ def _stack_same_size(images: list[torch.Tensor]) -> torch.Tensor:
 # Datasets and collator
 
 class ImageSource(Protocol):
-    """Anything indexable that yields uint8 (3, H, W) images: a cache array (N, 3, H, W) or `ImageFiles`."""
+    """Anything indexable that yields uint8 (3, H, W) images: a cache array (N, 3, H, W) or `DecodedImages`."""
 
     def __len__(self) -> int: ...
 
@@ -336,19 +326,20 @@ def quality_dataset(
     num_workers: int = 0,
     seed: int = 0,
 ) -> QualityImageDataset:
-    """A `QualityImageDataset` over one `datasets` split with an ``image`` column of files and a label column.
+    """A `QualityImageDataset` over one `datasets` split with an ``image`` column (files or embedded bytes) and a
+    label column.
 
     With `cache` (default) the images are decoded once (`build_image_cache`, on disk when `cache_dir` is given);
     without it they are decoded on every access.
     """
     if label_column not in split.column_names:
         raise ValueError(f"the split has no label column {label_column!r}; its columns are {split.column_names}")
-    paths = image_paths(split)
+    column = image_column(split)
     if cache:
-        images = build_image_cache(paths, image_processor, cache_dir, num_workers=num_workers)
+        images = build_image_cache(column, image_processor, cache_dir, num_workers=num_workers)
     else:
-        images = ImageFiles(paths, image_processor)
-    return QualityImageDataset(images, split[label_column], augmentation=augmentation, seed=seed)
+        images = DecodedImages(column, image_processor)
+    return QualityImageDataset(images, split[label_column][:], augmentation=augmentation, seed=seed)
 
 
 def training_datasets(
@@ -364,7 +355,7 @@ def training_datasets(
     for name in ("train", "validation"):
         if name not in dataset_dict or len(dataset_dict[name]) == 0:
             raise ValueError(f"training needs a non-empty {name!r} split (validation is carved from train, e.g. "
-                             f"load_biq2021(..., validation_fraction=0.1)); got splits {list(dataset_dict)}")
+                             f"load_dataset_source(..., validation_fraction=0.1)); got splits {list(dataset_dict)}")
     train = quality_dataset(dataset_dict["train"], image_processor, augmentation=augmentation, **options)
     validation = quality_dataset(dataset_dict["validation"], image_processor, **options)
     return train, validation

@@ -5,9 +5,10 @@ and the meta-learner is stacked on out-of-fold head predictions.
     images -> (frozen backbone -> pooled features, cached) -> head per backbone -> k-fold OOF predictions
            -> meta-learner fit on OOF -> heads refit on all training images -> one MetaQAPModel checkpoint
 
-Any `DatasetDict` with ``train`` and ``validation`` splits (image files and a ``mos`` column) works: a benchmark
-from `metaqap_hf.data` or your own table. The number of head epochs is chosen on ``validation``; a ``test`` split,
-when present, is only predicted after every choice is made, for the report.
+Any dataset works (`metaqap_hf.data.load_dataset_source`: a benchmark, a CSV/JSONL table, a prepared folder with
+embedded images, a hub id, a `DatasetDict`). The number of head epochs is chosen on ``validation``; a ``test``
+split, when present, is only predicted after every choice is made, for the report. The checkpoint is written with
+its model card: the test figures when there is a test split, and the out-of-fold figures of the meta-learner.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data import DatasetSource, load_dataset_source
+from ..data.splits import VALIDATION_FRACTION
+from ..data.images import ImageInput, image_column, image_identity, load_dataset_image
 from ..factory import create_model
-from ..image_processing_metaqap import MetaQAPImageProcessor, load_image
+from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
+from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..losses import get_loss
 from ..metrics import compute_iqa_metrics, srocc
 from ..modeling_metaqap import MetaQAPModel, QualityHead
-from .data import image_paths
 from .stacking import fit_meta_learner
 
 __all__ = ["FrozenRecipe", "extract_features", "fit_frozen_heads", "train_frozen", "train_head"]
@@ -129,17 +133,19 @@ def fit_frozen_heads(
         "chosen": recipe.meta_learner, "fitted_on": f"{recipe.folds}-fold out-of-fold predictions on train+validation",
         "steps": chosen.steps,
         "out_of_fold_srocc": {m: srocc(f.predict(out_of_fold), all_targets) for m, f in fits.items()},
+        "out_of_fold": compute_iqa_metrics(chosen.predict(out_of_fold), all_targets),
         "fits": {m: f.as_config() for m, f in fits.items()},
     }
     return report
 
 
 def train_frozen(
-    dataset,
+    dataset: str | os.PathLike | DatasetSource,
     output_dir: str | os.PathLike,
     *,
-    mos_range: Sequence[float],
-    mos_name: str = "MOS",
+    data_dir: str | os.PathLike | None = None,
+    mos_range: Sequence[float] | None = None,
+    validation_fraction: float = VALIDATION_FRACTION,
     backbones: str | Sequence[Mapping] = "lite",
     image_size: int | None = None,
     recipe: FrozenRecipe | None = None,
@@ -148,33 +154,43 @@ def train_frozen(
     pretrained: bool = True,
     weight_sources: Mapping[str, str | os.PathLike] | None = None,
     device: str | None = None,
+    training_command: str | None = None,
 ) -> dict:
-    """Train the frozen-backbone ensemble on `dataset` (a `DatasetDict` with ``train`` and ``validation``, and
-    optionally ``test``; MOS in column ``mos`` on `mos_range`), write the checkpoint (model, image processor,
-    ``training_report.json``) to `output_dir`, and return the report.
+    """Train the frozen-backbone ensemble on `dataset`, write the checkpoint (model, image processor,
+    ``training_report.json`` and its model card) to `output_dir`, and return the report.
 
-    The model comes from `metaqap_hf.factory.create_model(backbones, image_size=...)`, with ImageNet weights when
-    `pretrained`. Features are computed on `device` (default: CUDA when available); heads train on the CPU, which
-    is fast enough for pooled features."""
+    `dataset` is anything `metaqap_hf.data.load_dataset_source` resolves (a registered benchmark with `data_dir`, a
+    CSV/JSONL table with `mos_range`, a prepared folder, a hub id, a `DatasetDict` with ``train`` and optionally
+    ``validation`` and ``test`` and a ``mos`` column); validation is the source's own or carved from train
+    (`validation_fraction`, ``recipe.seed``). The model comes from `metaqap_hf.factory.create_model(backbones,
+    image_size=...)` on the dataset's MOS scale, with ImageNet weights when `pretrained`. Features are computed on
+    `device` (default: CUDA when available); heads train on the CPU, which is fast enough for pooled features.
+    `training_command` is the command the card shows (default: how this process was started)."""
     recipe = recipe or FrozenRecipe()
     started = time.time()
-    splits = [split for split in ("train", "validation", "test") if split in dataset]
+    source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=validation_fraction,
+                                 seed=recipe.seed)
+    splits = [split for split in ("train", "validation", "test") if split in source.dataset]
+    for required in ("train", "validation"):
+        if required not in splits:
+            raise ValueError(f"{source.describe()}: the frozen recipe needs a {required!r} split")
     model = create_model(backbones, image_size=image_size, pretrained=pretrained, weight_sources=weight_sources,
-                         seed=recipe.seed, mos_range=list(mos_range), mos_name=mos_name, loss=recipe.loss,
-                         head_hidden_size=recipe.hidden_size, head_dropout=recipe.dropout).eval()
+                         seed=recipe.seed, mos_range=list(source.mos_range), mos_name=source.mos_name,
+                         loss=recipe.loss, head_hidden_size=recipe.hidden_size, head_dropout=recipe.dropout).eval()
     config = model.config
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = MetaQAPImageProcessor()
     features = {
-        split: [extract_features(model, processor, image_paths(dataset[split]), i, dtype=feature_dtype,
+        split: [extract_features(model, processor, image_column(source.dataset[split]), i, dtype=feature_dtype,
                                  cache_dir=feature_cache, desc=f"{backbone_id} {split}")
                 for i, backbone_id in enumerate(config.backbone_ids)]
         for split in splits
     }
-    targets = {split: model.to_unit_scale(torch.tensor(dataset[split]["mos"])).numpy() for split in splits}
+    targets = {split: model.to_unit_scale(torch.tensor(source.dataset[split]["mos"][:])).numpy() for split in splits}
     model.to("cpu")
     report = fit_frozen_heads(model, features["train"], targets["train"], features["validation"],
                               targets["validation"], recipe)
+    report["dataset"] = source.describe()
 
     if "test" in splits:  # every choice is made; now, and only now, look at the test split (for the report)
         test_bases = np.column_stack([_predict(model.heads[i], f) for i, f in enumerate(features["test"])])
@@ -192,15 +208,39 @@ def train_frozen(
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     (output_dir / "training_report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_model_card(output_dir, _card_facts(source, report, model, recipe, training_command), overwrite=True)
     return report
+
+
+def _card_facts(source: DatasetSource, report: dict, model: MetaQAPModel, recipe: FrozenRecipe,
+                training_command: str | None) -> ModelCardFacts:
+    """The card of a frozen-recipe checkpoint: its test figures (when there is a test split) and the meta-learner's
+    out-of-fold figures on train+validation. The report's figures are on the heads' 0-1 unit scale; the card's
+    RMSE is on the checkpoint's MOS scale."""
+    low, high = model.config.mos_range
+    measured = {"test": (report.get("test_from_cached_features") or {}).get("meta_learner"),
+                f"train+validation, {recipe.folds}-fold out-of-fold": report["meta_learner"]["out_of_fold"]}
+    rows = [card_evaluation({**metrics, "rmse": metrics["rmse"] * (high - low)}, dataset_name=source.name,
+                            dataset_id=source.dataset_id, split=split, num_images=metrics["n"])
+            for split, metrics in measured.items() if metrics is not None]
+    return ModelCardFacts(
+        training_dataset=source.name, training_dataset_id=source.dataset_id,
+        training_command=training_command or command_line(),
+        training_notes=(f"frozen ImageNet backbones, one MLP head each on their pooled features, a "
+                        f"{recipe.meta_learner} meta-learner fitted on {recipe.folds}-fold out-of-fold head "
+                        f"predictions (metaqap_hf.training.train_frozen) on {source.describe()}; the test figures "
+                        "are computed from the cached features, after every choice was made"),
+        evaluations=[row for row in rows if row is not None],
+    )
 
 
 # Features
 
-def _cache_key(model: MetaQAPModel, index: int, paths: list[str], dtype: torch.dtype) -> str:
-    """Features depend on the backbone's spec and weights, the precision and the images."""
+def _cache_key(model: MetaQAPModel, index: int, images: Sequence[ImageInput], dtype: torch.dtype) -> str:
+    """Features depend on the backbone's spec and weights, the precision and the images (`image_identity`: a
+    file's path, size and modification time, or the hash of embedded bytes)."""
     spec = model.config.backbones[index]
-    identity = {"backbone": spec, "dtype": str(dtype), "paths": paths}
+    identity = {"backbone": spec, "dtype": str(dtype), "images": [image_identity(image) for image in images]}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for name, tensor in model.backbones[index].state_dict().items():
         digest.update(name.encode())
@@ -212,7 +252,7 @@ def _cache_key(model: MetaQAPModel, index: int, paths: list[str], dtype: torch.d
 def extract_features(
     model: MetaQAPModel,
     image_processor,
-    paths: list[str],
+    images: Sequence[ImageInput],
     index: int,
     *,
     batch_size: int = 16,
@@ -220,22 +260,23 @@ def extract_features(
     cache_dir: str | os.PathLike | None = None,
     desc: str | None = None,
 ) -> np.ndarray:
-    """Features (N, D) float32 of backbone `index` for every image in `paths`, decoded and processed exactly as at
-    inference (`load_image` + the image processor). With `cache_dir`, a result is saved there keyed by backbone
-    spec and weights, dtype and image list, and reused."""
+    """Features (N, D) float32 of backbone `index` for every image (file paths, or items of a datasets ``Image``
+    column: `metaqap_hf.data.image_column`), decoded and processed exactly as at inference (`load_image` + the image
+    processor). With `cache_dir`, a result is saved there keyed by backbone spec and weights, dtype and images, and
+    reused."""
     cache_file = None
     if cache_dir is not None:
         name = model.config.backbone_ids[index].replace("@", "_")
-        cache_file = Path(cache_dir) / f"{name}-{_cache_key(model, index, paths, dtype)}.npy"
+        cache_file = Path(cache_dir) / f"{name}-{_cache_key(model, index, images, dtype)}.npy"
         if cache_file.is_file():
             return np.load(cache_file)
     model.eval()
     device = next(model.parameters()).device
     chunks = []
-    for start in tqdm(range(0, len(paths), batch_size), desc=desc or model.config.backbone_ids[index],
+    for start in tqdm(range(0, len(images), batch_size), desc=desc or model.config.backbone_ids[index],
                       unit="batch"):
-        images = [load_image(path) for path in paths[start:start + batch_size]]
-        pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)
+        decoded = [load_dataset_image(image) for image in images[start:start + batch_size]]
+        pixel_values = image_processor(images=decoded, return_tensors="pt")["pixel_values"].to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             chunks.append(model.base_features(pixel_values, index).float().cpu().numpy())
     features = np.concatenate(chunks)

@@ -17,8 +17,19 @@ at optimizer-step boundaries, so no half-accumulated gradient is ever lost.
 Gradient accumulation groups the micro-batches of an epoch in runs of `gradient_accumulation_steps`; the last
 group of an epoch may be shorter, and its loss is averaged over its real size.
 
+Processes: launched as N processes (`accelerate launch --num_processes N` on GPUs; on CPUs `accelerate launch
+--multi_gpu --num_processes N` or `torchrun --nproc_per_node N`), the loop joins them in one group (gloo on CPUs:
+it asks for `Accelerator(cpu=True)` there itself, without which each process would train alone on every image) and
+refuses to run when the group has fewer processes than were launched. Each process takes every N-th batch of the
+shuffled order, so N processes with batch B step exactly as one process with batch B and N accumulation steps:
+the same images per step, and in-model randomness seeded by the global micro-batch number (BatchNorm running
+statistics aside: DDP keeps those of the first process, one process those of all its micro-batches).
+
 The loop reads only the two datasets it is given, `train` and `eval` (validation carved from train): model
 selection and early stopping cannot see a test split.
+
+Every model folder it writes (``best/``, ``final/``) gets its model card (README.md, with the validation figures
+of that model; `metaqap_hf.hub.write_model_card`), described by the `card` facts the caller gives.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import math
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
 from ..metrics import ensemble_metrics
 from ..modeling_metaqap import MetaQAPModel
 from .checkpointing import atomic_directory, checkpoint_path, latest_checkpoint, remove_incomplete, save_checkpoint
@@ -132,13 +144,16 @@ class AccelerateTrainingArguments:
 
 @dataclass
 class TrainingResult:
-    """What a run did: steps and epochs trained, the last validation metrics, the best one and where it is."""
+    """What a run did: steps and epochs trained and in how many processes, the last validation metrics, the best
+    model's and where it is."""
 
     global_step: int
     epochs: float
+    num_processes: int
     final_metrics: dict[str, float]
     best_metric: float | None
     best_step: int | None
+    best_metrics: dict[str, float]
     stopped_early: bool
     resumed_from: str | None
     best_model_dir: str | None
@@ -154,6 +169,7 @@ class _Progress:
     batches_done: int = 0  # micro-batches of `epoch` already trained
     best_metric: float | None = None
     best_step: int | None = None
+    best_eval: dict[str, float] = field(default_factory=dict)
     evals_without_improvement: int = 0
     stopped_early: bool = False
     last_eval_step: int | None = None
@@ -177,34 +193,55 @@ def train_with_accelerate(
     *,
     image_processor=None,
     data_collator=None,
+    card: ModelCardFacts | None = None,
 ) -> TrainingResult:
     """Train `model` on `train_dataset`, selecting and early-stopping on `eval_dataset` (a validation split).
 
     Datasets yield ``{"pixel_values", "labels"}`` samples (see `QualityImageDataset`); labels are MOS on the
     model's `mos_range`. `image_processor`, if given, is saved with the best and final models so that they load
-    with `pipeline("image-quality", ...)`; its `rescale_factor` also sets the default collator.
+    with `pipeline("image-quality", ...)`; its `rescale_factor` also sets the default collator. `card` describes
+    the training data and command for the model cards of those folders (default: this process's command line, the
+    data not described); the loop adds each model's validation figures.
     Returns a `TrainingResult`, also written to ``output_dir/training_result.json``.
     """
-    return _AccelerateRun(model, train_dataset, eval_dataset, args, image_processor, data_collator).run()
+    return _AccelerateRun(model, train_dataset, eval_dataset, args, image_processor, data_collator, card).run()
 
 
-def _micro_batch_seed(seed: int, epoch: int, batch: int, process: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, batch, process]).generate_state(1)[0])
+def _micro_batch_seed(seed: int, epoch: int, global_batch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, global_batch]).generate_state(1)[0])
+
+
+def _launched_processes() -> int:
+    """How many processes the launcher started (torchrun and `accelerate launch` set WORLD_SIZE), 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class _AccelerateRun:
     """One call of `train_with_accelerate`: the prepared objects and the loop over them."""
 
-    def __init__(self, model, train_dataset, eval_dataset, args, image_processor, data_collator):
+    def __init__(self, model, train_dataset, eval_dataset, args, image_processor, data_collator, card):
         self.args = args
         self.output_dir = Path(args.output_dir)
         self.checkpoint_root = self.output_dir / "checkpoints"
         self.image_processor = image_processor
         self.train_dataset = train_dataset
+        self.eval_size = len(eval_dataset)
+        self.card = card or ModelCardFacts(
+            training_dataset="not described", training_command=command_line(),
+            training_notes="trained with metaqap_hf.training.train_with_accelerate, whose caller did not describe "
+                           "the data (its `card` argument)")
+        launched = _launched_processes()
         self.accelerator = Accelerator(
+            # Without cpu=True, processes launched on a machine without a GPU each train alone, as if the only one.
+            cpu=launched > 1 and not torch.cuda.is_available(),
             mixed_precision=args.mixed_precision,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         )
+        if launched > 1 and self.accelerator.num_processes != launched:
+            raise RuntimeError(f"{launched} processes were launched, but this one is in a group of "
+                               f"{self.accelerator.num_processes}: each would train on every image by itself. "
+                               "Launch with `accelerate launch --num_processes N` (GPUs), or on CPUs with "
+                               "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`")
         self.backbone_ids = model.config.backbone_ids
         set_trainable(model, backbones=args.train_backbones)
         collator = data_collator or QualityDataCollator(getattr(image_processor, "rescale_factor", 1 / 255))
@@ -259,13 +296,15 @@ class _AccelerateRun:
                                 self.args.keep_checkpoints)
             final_dir = self.output_dir / "final"
             if self.accelerator.is_main_process:
-                atomic_directory(final_dir, self._save_model)
+                atomic_directory(final_dir, lambda folder: self._save_model(folder, final_dir, self.progress.last_eval))
             result = TrainingResult(
                 global_step=self.progress.global_step,
                 epochs=self._epochs_done(),
+                num_processes=self.accelerator.num_processes,
                 final_metrics=dict(self.progress.last_eval),
                 best_metric=self.progress.best_metric,
                 best_step=self.progress.best_step,
+                best_metrics=dict(self.progress.best_eval),
                 stopped_early=self.progress.stopped_early,
                 resumed_from=str(resumed_from) if resumed_from else None,
                 best_model_dir=str(self.output_dir / "best") if self.progress.best_step is not None else None,
@@ -322,7 +361,8 @@ class _AccelerateRun:
             group_start = index - index % args.gradient_accumulation_steps
             group_size = min(args.gradient_accumulation_steps, self.batches_per_epoch - group_start)
             syncing = index + 1 == group_start + group_size
-            torch.manual_seed(_micro_batch_seed(args.seed, epoch, index, accelerator.process_index))
+            global_batch = index * accelerator.num_processes + accelerator.process_index
+            torch.manual_seed(_micro_batch_seed(args.seed, epoch, global_batch))
             with nullcontext() if syncing else accelerator.no_sync(self.model):
                 loss = self.model(**batch).loss
                 accelerator.backward(loss / group_size)
@@ -382,8 +422,10 @@ class _AccelerateRun:
         if improved:
             progress.best_metric, progress.best_step, progress.evals_without_improvement = value, \
                 progress.global_step, 0
+            progress.best_eval = metrics
             if self.accelerator.is_main_process:
-                atomic_directory(self.output_dir / "best", self._save_model)
+                best_dir = self.output_dir / "best"
+                atomic_directory(best_dir, lambda folder: self._save_model(folder, best_dir, metrics))
         else:
             progress.evals_without_improvement += 1
         patience = args.early_stopping_patience
@@ -397,10 +439,22 @@ class _AccelerateRun:
     def _epochs_done(self) -> float:
         return self.progress.epoch + self.progress.batches_done / self.batches_per_epoch
 
-    def _save_model(self, directory: Path) -> None:
+    def _save_model(self, directory: Path, destination: Path, metrics: dict[str, float]) -> None:
+        """Write the model (and image processor) to `directory`, with the card of its final place `destination`."""
         self.unwrapped.save_pretrained(directory)
         if self.image_processor is not None:
             self.image_processor.save_pretrained(directory)
+        facts, processes = self.card, self.accelerator.num_processes
+        evaluation = card_evaluation(metrics, dataset_name=facts.training_dataset,
+                                     dataset_id=facts.training_dataset_id or "validation", split="validation",
+                                     num_images=self.eval_size)
+        steps, epochs = self.progress.global_step, self._epochs_done()
+        run = (f"{steps} optimizer step{'s' * (steps != 1)} ({epochs:g} epoch{'s' * (epochs != 1)}) in {processes} "
+               f"process{'es' * (processes > 1)}; the evaluation below is on the validation split that chose this "
+               "model, not a held-out test (`metaqap evaluate --add-to-card` adds one)")
+        notes = "; ".join(note for note in (facts.training_notes, run) if note)
+        write_model_card(directory, replace(facts, training_notes=notes, evaluations=[
+            *facts.evaluations, *([evaluation] if evaluation else [])]), repo_id=str(destination))
 
     def _train_mode(self) -> None:
         self.model.train()

@@ -6,6 +6,8 @@ cross-fitting, or predictions on a validation split carved from the training dat
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +17,11 @@ from scipy.optimize import nnls
 from torch.utils.data import DataLoader
 
 from ..configuration_metaqap import META_LEARNER_METHODS, MetaQAPConfig
-from ..data import get_benchmark
+from ..data import DatasetSource, load_dataset_source
+from ..data.splits import VALIDATION_FRACTION
+from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
 from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..metrics import compute_iqa_metrics
 from ..modeling_metaqap import MetaQAPModel
 from .data import QualityDataCollator, quality_dataset
 from .loop import predict
@@ -152,28 +157,51 @@ def combine_checkpoints(checkpoints: list[str | Path]) -> MetaQAPModel:
 
 def stack_checkpoints(
     checkpoints: list[str | Path],
-    dataset: str,
-    data_dir: str | Path,
+    dataset: str | os.PathLike | DatasetSource,
     output_dir: str | Path,
     *,
+    data_dir: str | os.PathLike | None = None,
+    mos_range: Sequence[float] | None = None,
     method: str = "stepwise",
-    validation_fraction: float = 0.1,
+    validation_fraction: float = VALIDATION_FRACTION,
     seed: int = 0,
     batch_size: int = 16,
+    training_command: str | None = None,
 ) -> MetaLearnerFit:
     """Combine trained base-model checkpoints into one model and fit its meta-learner on their predictions for the
-    validation split carved from the benchmark's TRAIN data (held out from base-model training when they were
-    trained with the same `validation_fraction` and `seed`). Writes the combined checkpoint to `output_dir`.
+    validation split of `dataset` (anything `metaqap_hf.data.load_dataset_source` resolves; a validation split the
+    source lacks is carved from its train data with `validation_fraction` and `seed`, so pass the ones the base
+    models were trained with: those images were held out from them). Never the test split. Writes the combined
+    checkpoint and its model card (the stacked score's figures on that validation split) to `output_dir`.
     (K-fold cross-fitting needs the base models retrained per fold: `train_frozen` does that for heads.)"""
     model = combine_checkpoints(checkpoints).eval()
+    source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=validation_fraction,
+                                 seed=seed)
+    if list(source.mos_range) != list(model.config.mos_range):
+        raise ValueError(f"the checkpoints score on {model.config.mos_name}, but {source.name} is on "
+                         f"{source.mos_range[0]:g}-{source.mos_range[1]:g}: stack them on data of their own scale")
+    if "validation" not in source.dataset:
+        raise ValueError(f"{source.describe()}: stacking needs a validation split (validation_fraction > 0)")
     processor = MetaQAPImageProcessor.from_pretrained(checkpoints[0])
-    splits = get_benchmark(dataset).load(data_dir, validation_fraction=validation_fraction, seed=seed)
-    loader = DataLoader(quality_dataset(splits["validation"], processor, cache=False), batch_size=batch_size,
+    validation = source.dataset["validation"]
+    loader = DataLoader(quality_dataset(validation, processor, cache=False), batch_size=batch_size,
                         collate_fn=QualityDataCollator(processor.rescale_factor))
     predictions = predict(model, loader)
-    fit = fit_meta_learner(model.to_unit_scale(torch.as_tensor(predictions.base_scores)).numpy(),
-                           model.to_unit_scale(torch.as_tensor(predictions.labels)).numpy(), method)
+    bases = model.to_unit_scale(torch.as_tensor(predictions.base_scores, dtype=torch.float64))
+    fit = fit_meta_learner(bases.numpy(), model.to_unit_scale(torch.as_tensor(predictions.labels)).numpy(), method)
     model.config.set_meta_learner(**fit.as_config())
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    stacked = model.from_unit_scale(model.combine(bases)).numpy()
+    evaluation = card_evaluation(compute_iqa_metrics(stacked, predictions.labels), dataset_name=source.name,
+                                 dataset_id=source.dataset_id, split="validation", num_images=len(validation))
+    write_model_card(output_dir, ModelCardFacts(
+        training_dataset=source.name, training_dataset_id=source.dataset_id,
+        training_command=training_command or command_line(),
+        training_notes=(f"{len(checkpoints)} trained checkpoints combined, their {method} meta-learner fitted on "
+                        f"their predictions for the validation split of {source.describe()} "
+                        "(metaqap_hf.training.stack_checkpoints); the figures below are on that same split, so "
+                        "they flatter the meta-learner: evaluate a test split with `metaqap evaluate`"),
+        evaluations=[evaluation] if evaluation else [],
+    ), overwrite=True)
     return fit
