@@ -10,9 +10,10 @@ undamaged photo says whether the pixels moved towards it.
     python examples/restore_with_quality_loss.py photo.jpg --damage noise --steps 20 --output-dir restored/
 
 Expect the score to rise much more than the photo improves: a CNN quality model, like any CNN classifier, answers
-small pixel changes a person hardly sees. On a BIQ2021 photo with noise, 15 steps raised the score from 0.48 to 0.84
-(the undamaged photo scores 0.62) while the PSNR to the original stayed at 22 dB. Use the loss beside a fidelity
-loss that does the restoring, weigh it lightly, and look at the pictures.
+small pixel changes a person hardly sees. With the defaults and `--damage noise` on the BIQ2021 photo
+`ss01 (1109).jpg`, the score rose from 0.537 to 0.897 (the undamaged photo scores 0.682) while the PSNR to the
+original went from 22.06 to 21.94 dB: the noise stayed. Use the loss beside a fidelity loss that does the
+restoring, weigh it lightly, and look at the pictures.
 """
 
 from __future__ import annotations

@@ -78,13 +78,14 @@ def test_uploaded_photos_show_the_pipelines_scores_ratings_and_pictures(served, 
             page.locator("#photos input[type=file]").set_input_files([str(path) for path in photos])
             cards = page.locator("#summary .score-card")
             cards.nth(1).wait_for(timeout=120_000)
-            page.locator("#pictures img").nth(1).wait_for(timeout=60_000)
+            page.locator("#pictures img").first.wait_for(timeout=60_000)
             page.locator("#table table").first.wait_for(timeout=30_000)
             shown = {card.locator(".name").inner_text(): (card.locator(".score-value").inner_text(),
                                                           card.locator(".rating").inner_text(),
                                                           card.locator(".spread").inner_text())
                      for card in cards.all()}
             table_text = page.locator("#table").inner_text()
+            picture_height = page.locator("#pictures img").first.evaluate("image => image.naturalHeight")
             screenshot = tmp_path / "demo.png"
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
@@ -105,4 +106,5 @@ def test_uploaded_photos_show_the_pipelines_scores_ratings_and_pictures(served, 
         for value in (expected["score"], *expected["base_scores"].values()):  # the table has 4 decimals
             assert f"{round(value, 4):g}" in table_text
     assert float(shown["scene.png"][0]) > float(shown["scene_blur.png"][0])
+    assert picture_height >= 2 * 300  # one chart for each photo, one under the other
     assert screenshot.stat().st_size > 50_000

@@ -97,9 +97,10 @@ def figure(scorer: ImageScorer, item: ScoredImage, regions: np.ndarray | None) -
     ensemble's, with the rating bands behind the bars."""
     config = scorer.config
     low, high = config.mos_range
+    digits = decimals((low, high))
     photo = load_image(item.path)
     photo.thumbnail((640, 640))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.25]}, dpi=100)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.2]}, dpi=100)
     left.imshow(photo)
     left.set_axis_off()
     if regions is not None:
@@ -110,12 +111,15 @@ def figure(scorer: ImageScorer, item: ScoredImage, regions: np.ndarray | None) -
             badness = (regions.max() - value) / spread  # 0 for the best region, 1 for the worst
             left.add_patch(Rectangle((c * width, r * height), width, height, color=plt.cm.Reds(badness),
                                      alpha=0.45 * badness, linewidth=0))
-            left.text((c + 0.5) * width, (r + 0.5) * height, f"{value:.{decimals((low, high))}f}", ha="center",
-                      va="center", fontsize=10, color="white", fontweight="bold" if (r, c) == worst else "normal",
+            left.text((c + 0.5) * width, (r + 0.5) * height, f"{value:.{digits}f}", ha="center",
+                      va="center", fontsize=11, color="white", fontweight="bold" if (r, c) == worst else "normal",
                       bbox={"boxstyle": "round,pad=0.2", "facecolor": "black", "alpha": 0.45, "linewidth": 0})
         left.add_patch(Rectangle((worst[1] * width, worst[0] * height), width, height, fill=False,
                                  edgecolor="#c0392b", linewidth=3))
-        left.set_title(f"Weakest region: {REGION_NAMES[0][worst[0]]} {REGION_NAMES[1][worst[1]]}", fontsize=11)
+        left.set_title(f"{Path(item.path).name}: weakest region {REGION_NAMES[0][worst[0]]} "
+                       f"{REGION_NAMES[1][worst[1]]}", fontsize=12)
+    else:
+        left.set_title(Path(item.path).name, fontsize=12)
 
     names = [*item.base_scores, "MetaQAP ensemble"]
     values = [*item.base_scores.values(), item.score]
@@ -123,20 +127,20 @@ def figure(scorer: ImageScorer, item: ScoredImage, regions: np.ndarray | None) -
         start = low + (high - low) * band / len(RATINGS)
         right.axvspan(start, start + (high - low) / len(RATINGS), color=colour, alpha=0.12, linewidth=0)
         right.text(start + (high - low) / len(RATINGS) / 2, len(names) - 0.35, RATINGS[band], ha="center",
-                   va="bottom", fontsize=9, color=colour)
+                   va="bottom", fontsize=10, color=colour)
     colours = ["#90a4ae"] * len(item.base_scores) + [rating(item.score, (low, high))[1]]
     positions = np.arange(len(names))[::-1]
     right.barh(positions, values, color=colours, height=0.62)
     right.errorbar([item.score], [positions[-1]], xerr=[item.std], fmt="none", ecolor="black", capsize=5)
     ends = [*values[:-1], item.score + item.std]  # the ensemble's label goes past its error bar
     for position, end, value in zip(positions, ends, values):
-        right.text(end + (high - low) * 0.015, position, f"{value:.{decimals((low, high))}f}", va="center",
-                   fontsize=9, fontweight="bold" if position == positions[-1] else "normal")
-    right.set_yticks(positions, names, fontsize=9)
+        right.text(end + (high - low) * 0.015, position, f"{value:.{digits}f}", va="center",
+                   fontsize=10, fontweight="bold" if position == positions[-1] else "normal")
+    right.set_yticks(positions, names, fontsize=10)
     right.set_xlim(low, high)
     right.set_ylim(-0.6, len(names) - 0.1)
     right.set_xlabel(config.mos_name)
-    right.set_title(f"Base models and ensemble (spread ±{item.std:.{decimals((low, high))}f})", fontsize=11)
+    right.set_title(f"Base models and ensemble (spread ±{item.std:.{digits}f})", fontsize=12)
     for side in ("top", "right"):
         right.spines[side].set_visible(False)
     fig.tight_layout()
@@ -144,6 +148,18 @@ def figure(scorer: ImageScorer, item: ScoredImage, regions: np.ndarray | None) -
     picture = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     plt.close(fig)
     return picture
+
+
+def stack(pictures: list[Image.Image], margin: int = 36) -> Image.Image | None:
+    """The pictures one under another, on white, below a margin that the image's buttons can cover."""
+    if not pictures:
+        return None
+    sheet = Image.new("RGB", (max(p.width for p in pictures), margin + sum(p.height for p in pictures)), "white")
+    top = margin
+    for picture in pictures:
+        sheet.paste(picture, (0, top))
+        top += picture.height
+    return sheet
 
 
 def score_card(item: ScoredImage, mos_range: tuple[float, float]) -> str:
@@ -169,18 +185,18 @@ def build_demo(model: str | os.PathLike | None = None) -> gr.Blocks:
 
     def score(files: list[str] | None, show_map: bool):
         if not files:
-            return "", [], gr.update(value=None, visible=False)
+            return "", None, gr.update(value=None, visible=False)
         cards, pictures, rows = [], [], []
         for item in scorer.score_files([str(f) for f in files], batch_size=8):
             cards.append(score_card(item, mos_range))
             if not item.ok:
                 continue
             regions = region_scores(scorer, item.path) if show_map else None
-            pictures.append((figure(scorer, item, regions), Path(item.path).name))
+            pictures.append(figure(scorer, item, regions))
             rows.append([Path(item.path).name, round(item.score, 4), rating(item.score, mos_range)[0],
                          round(item.std, 4), *(round(item.base_scores[b], 4) for b in config.backbone_ids)])
         table = gr.update(value={"headers": columns, "data": rows}, visible=bool(rows))
-        return f'<div class="score-cards">{"".join(cards)}</div>', pictures, table
+        return f'<div class="score-cards">{"".join(cards)}</div>', stack(pictures), table
 
     low, high = mos_range
     with gr.Blocks(title="MetaQAP image quality") as demo:
@@ -205,13 +221,13 @@ def build_demo(model: str | os.PathLike | None = None) -> gr.Blocks:
                 )
             with gr.Column(scale=2):
                 summary = gr.HTML(elem_id="summary")
-                pictures = gr.Gallery(label="Base models and the weakest regions", preview=True, columns=6,
-                                      height=560, object_fit="contain", elem_id="pictures")
+                pictures = gr.Image(label="Base models and the weakest regions", show_label=False, type="pil",
+                                    interactive=False, buttons=["download", "fullscreen"], elem_id="pictures")
                 table = gr.Dataframe(label="Every score", interactive=False, visible=False, elem_id="table")
         outputs = [summary, pictures, table]
         files.upload(score, [files, show_map], outputs)
         button.click(score, [files, show_map], outputs)
-        files.clear(lambda: ("", [], gr.update(value=None, visible=False)), None, outputs)
+        files.clear(lambda: ("", None, gr.update(value=None, visible=False)), None, outputs)
     return demo
 
 
