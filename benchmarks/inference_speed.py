@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row; the fastest counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES),
+                        help="PyTorch precisions to time (bfloat16 is emulated, and slow, on CPUs without AVX512-BF16)")
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,7 +112,8 @@ def main() -> None:
         processor = metaqap_hf.MetaQAPImageProcessor()
         pixels = processor(images=[metaqap_hf.load_image(p) for p in paths], return_tensors="pt")["pixel_values"]
         rows, naive_by_dtype = [], {}
-        for dtype_name, dtype in DTYPES.items():
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
             model = MetaQAPModel.from_pretrained(args.model, dtype=dtype).eval()
             naive = naive_by_dtype[dtype_name] = images_per_second(naive_baseline(model, pixels, dtype), args.images,
                                                                    args.repeats)
@@ -130,7 +133,7 @@ def main() -> None:
                                                         args.images, args.repeats)})
         rows += onnxruntime_rows(args.model, Path(folder), pixels, args.batch_sizes, args.threads, args.repeats)
         for row in rows:
-            row["vs_naive_same_dtype"] = row["img_per_s"] / naive_by_dtype[row["dtype"]]
+            row["vs_naive_same_dtype"] = row["img_per_s"] / naive_by_dtype.get(row["dtype"], float("nan"))
 
     print(f"{args.images} photos of 512x512, {args.threads} threads, best of {args.repeats}")
     print(f"{'':<44} {'dtype':<9} {'batch':>5} {'img/s':>7} {'x naive':>8}")

@@ -1,9 +1,14 @@
 """`QualityLoss`: a real differentiable loss on the model's inference path. Gradients reach the images (and agree
 with finite differences) but never the frozen quality model; the bundled model's loss ranks a blurred photo worse
-and a gradient step on its pixels lowers it; batches, reductions and dtypes behave as torch losses do."""
+and a gradient step on its pixels lowers it as predicted; batches, reductions and dtypes behave as torch losses do;
+the restoration example runs and raises the pipeline's score."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,11 +163,6 @@ def test_bad_input_is_named(tiny_loss):
 @pytest.mark.slow
 def test_the_restoration_example_raises_the_pipeline_score(tmp_path):
     """examples/restore_with_quality_loss.py as README shows it for CI: two Adam steps on a blurred fixture photo."""
-    import os
-    import re
-    import subprocess
-    import sys
-
     script = Path(__file__).resolve().parents[1] / "examples" / "restore_with_quality_loss.py"
     completed = subprocess.run(
         [sys.executable, str(script), str(PHOTOS / "scene.png"), "--steps", "2", "--max-side", "128",

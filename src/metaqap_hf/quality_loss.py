@@ -63,8 +63,10 @@ class QualityLoss(nn.Module):
     carry over between checkpoints. `score(images)` gives the differentiable scores themselves.
 
     The model follows the input: on the first call with images on another device or in another floating dtype it
-    is moved there (like `loss.to(images)`); the loss comes back on the images' device and in their dtype. See
-    the module docstring for how the input path compares with the pipeline's.
+    is moved there (like `loss.to(images)`); the loss comes back on the images' device and in their dtype. It is a
+    submodule, so `.to()` moves it with a module that holds the loss, and its weights are in that module's
+    `state_dict` (they load back unchanged). See the module docstring for how the input path compares with the
+    pipeline's.
     """
 
     def __init__(
