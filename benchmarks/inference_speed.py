@@ -5,7 +5,9 @@ Rows:
   one image at a time (what a user gets by looping over four timm models);
 - model: `MetaQAPModel` forward on processed tensors, at several batch sizes;
 - pipeline: `pipeline("image-quality")` from JPEG files to scores (decode + processor + model), batched.
-Each in float32 and bfloat16.
+Each in float32 and bfloat16; then
+- onnxruntime: the checkpoint exported with `metaqap_hf.export.export_onnx` (float32), run by onnxruntime's CPU
+  provider on the same processed tensors at the same batch sizes (when the `onnx` extra is installed).
 
     python benchmarks/inference_speed.py --images 48 --output speed.json
 """
@@ -26,6 +28,7 @@ from transformers import pipeline
 
 import metaqap_hf
 from metaqap_hf import MetaQAPModel
+from metaqap_hf.export import INPUT_NAME, export_onnx
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -68,6 +71,29 @@ def naive_baseline(model: MetaQAPModel, pixels: torch.Tensor, dtype: torch.dtype
     return run
 
 
+def onnxruntime_rows(model_path: str, folder: Path, pixels: torch.Tensor, batch_sizes: list[int], threads: int,
+                     repeats: int) -> list[dict]:
+    """`model forward` rows for the exported model under onnxruntime; none when the onnx extra is missing."""
+    try:
+        import onnxruntime
+        export = export_onnx(model_path, folder / "model.onnx")
+    except ImportError as error:
+        print(f"no onnxruntime rows: {error}")
+        return []
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(export.path), options, providers=["CPUExecutionProvider"])
+    array = pixels.numpy()
+    rows = []
+    for batch in batch_sizes:
+        def run(batch=batch):
+            for start in range(0, len(array), batch):
+                session.run(None, {INPUT_NAME: array[start:start + batch]})
+        rows.append({"row": f"onnxruntime {onnxruntime.__version__}: model forward", "dtype": "float32",
+                     "batch": batch, "img_per_s": images_per_second(run, len(array), repeats)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(metaqap_hf.DEFAULT_MODEL_PATH))
@@ -75,6 +101,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row; the fastest counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES),
+                        help="PyTorch precisions to time (bfloat16 is emulated, and slow, on CPUs without AVX512-BF16)")
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,10 +111,12 @@ def main() -> None:
         paths = make_photos(Path(folder), args.images)
         processor = metaqap_hf.MetaQAPImageProcessor()
         pixels = processor(images=[metaqap_hf.load_image(p) for p in paths], return_tensors="pt")["pixel_values"]
-        rows = []
-        for dtype_name, dtype in DTYPES.items():
+        rows, naive_by_dtype = [], {}
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
             model = MetaQAPModel.from_pretrained(args.model, dtype=dtype).eval()
-            naive = images_per_second(naive_baseline(model, pixels, dtype), args.images, args.repeats)
+            naive = naive_by_dtype[dtype_name] = images_per_second(naive_baseline(model, pixels, dtype), args.images,
+                                                                   args.repeats)
             rows.append({"row": "naive: timm classifiers one after another", "dtype": dtype_name,
                          "batch": 1, "img_per_s": naive})
             for batch in args.batch_sizes:
@@ -101,8 +131,9 @@ def main() -> None:
             rows.append({"row": "pipeline: JPEG files -> scores", "dtype": dtype_name, "batch": batch,
                          "img_per_s": images_per_second(lambda: scorer([str(p) for p in paths], batch_size=batch),
                                                         args.images, args.repeats)})
-            for row in rows[-len(args.batch_sizes) - 2:]:
-                row["vs_naive_same_dtype"] = row["img_per_s"] / naive
+        rows += onnxruntime_rows(args.model, Path(folder), pixels, args.batch_sizes, args.threads, args.repeats)
+        for row in rows:
+            row["vs_naive_same_dtype"] = row["img_per_s"] / naive_by_dtype.get(row["dtype"], float("nan"))
 
     print(f"{args.images} photos of 512x512, {args.threads} threads, best of {args.repeats}")
     print(f"{'':<44} {'dtype':<9} {'batch':>5} {'img/s':>7} {'x naive':>8}")

@@ -47,6 +47,7 @@ COMMANDS = {
     "push": ("hub", "push a checkpoint with its model card to a hub model repo"),
     "card": ("hub", "check model cards"),
     "distortions": ("distortions", "look at the synthetic distortions"),
+    "export": ("export", "export a checkpoint to ONNX, checked against PyTorch with onnxruntime"),
 }
 
 

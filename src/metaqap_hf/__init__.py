@@ -11,6 +11,8 @@
       -> scoring.ImageScorer                              (many files: folders, skipped files with reasons)
       -> the `metaqap` command (package metaqap_cli)      (arguments only)
 
+`QualityLoss` (quality_loss.py) runs the same path differentiably, as a loss for restoration models.
+
 Training, data, evaluation and hub code are imported only when used (`metaqap_hf.training`, `.data`, ...).
 """
 
@@ -28,6 +30,7 @@ from .image_processing_metaqap import (
 )
 from .modeling_metaqap import ImageQualityOutput, MetaQAPModel, MetaQAPPreTrainedModel
 from .pipeline_image_quality import ImageQualityPipeline
+from .quality_loss import QualityLoss
 from .remote_code import export_remote_code
 
 __version__ = "0.1.0"
@@ -48,6 +51,7 @@ __all__ = [
     "MetaQAPImageProcessorPil",
     "MetaQAPModel",
     "MetaQAPPreTrainedModel",
+    "QualityLoss",
     "export_remote_code",
     "load_image",
 ]
