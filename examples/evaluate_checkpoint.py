@@ -4,7 +4,7 @@ predictions.csv and scatter.png.
 
     python examples/evaluate_checkpoint.py --checkpoint runs/lite/best --data-dir /data/BIQ2021 --split test \
         --output-dir runs/lite/eval-test --bf16
-    python examples/evaluate_checkpoint.py --checkpoint runs/mine/best --dataset photos/scores.csv --mos-range 1 5 \
+    python examples/evaluate_checkpoint.py --checkpoint runs/mine/best --dataset mydata/scores.csv --mos-range 1 5 \
         --output-dir runs/mine/eval
 """
 

@@ -3,7 +3,7 @@ behind `metaqap train` (bf16, gradient accumulation, crash-safe checkpoints, exa
 command after an interruption and it continues from the last checkpoint).
 
     python examples/finetune_accelerate.py --data-dir /data/BIQ2021 --output-dir runs/lite --epochs 10
-    python examples/finetune_accelerate.py --dataset photos/scores.csv --mos-range 1 5 --output-dir runs/mine
+    python examples/finetune_accelerate.py --dataset mydata/scores.csv --mos-range 1 5 --output-dir runs/mine
 
 Only the options below are exposed; every other setting keeps `finetune`'s default (`metaqap train --help` lists
 them all), so this script and `metaqap train` with the same options write bit-identical checkpoints. Writes

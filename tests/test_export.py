@@ -72,8 +72,11 @@ def test_onnxruntime_scores_processed_photos_as_pytorch_and_the_pipeline(exporte
         np.testing.assert_allclose(std, expected[2][:count].numpy(), rtol=0, atol=1e-4)
     assert len({round(float(s), 5) for s in score}) == 4, "different photos should score differently"
 
-    scorer = pipeline("image-quality", model=str(checkpoint))
-    np.testing.assert_allclose(score, [result["score"] for result in scorer(photos)], rtol=0, atol=1e-4)
+    # the file returns the model's own output: the pipeline's raw_score (its score is that, clipped to mos_range)
+    results = pipeline("image-quality", model=str(checkpoint))(photos)
+    np.testing.assert_allclose(score, [result["raw_score"] for result in results], rtol=0, atol=1e-4)
+    low, high = model.config.mos_range
+    np.testing.assert_allclose(np.clip(score, low, high), [result["score"] for result in results], rtol=0, atol=1e-4)
 
 
 def test_the_file_carries_the_mos_scale_and_the_input_contract(exported, checkpoint):

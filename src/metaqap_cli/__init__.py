@@ -13,8 +13,10 @@ library's own defaults and calls the library. One module per command group:
     distortions.py  distortions contact-sheet           metaqap_hf.pretraining
 
 Errors a user can act on are printed as one `error: ...` line with a non-zero exit status, never as a traceback
-(`--debug`, or METAQAP_DEBUG=1, shows it). This package lives outside `metaqap_hf` because importing anything
-from `metaqap_hf` registers the model with transformers, which imports torch.
+(`--debug`, or METAQAP_DEBUG=1, shows it): a bad option value names the option and what it accepts. Ctrl-C and
+SIGTERM end a command with "interrupted" and status 130 (`metaqap score` first writes what it scored). This
+package lives outside `metaqap_hf` because importing anything from `metaqap_hf` registers the model with
+transformers, which imports torch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NOTHING_SCORED", "EXIT_OK", "EXIT_SKIPPED",
@@ -63,10 +66,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one `error: ...` line for a bad option (it names the option and what it accepts), not the
+    usage text."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def command_parser(command: str, description: str) -> argparse.ArgumentParser:
     """The parser of one command, with the options every command has."""
-    parser = argparse.ArgumentParser(prog=f"metaqap {command}", description=description,
-                                     formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog=f"metaqap {command}", description=description, formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error (also: METAQAP_DEBUG=1)")
     return parser
@@ -75,7 +85,7 @@ def command_parser(command: str, description: str) -> argparse.ArgumentParser:
 def _top_parser() -> argparse.ArgumentParser:
     width = max(len(name) for name in COMMANDS)
     listing = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="metaqap", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="MetaQAP no-reference image quality assessment: score photos, prepare data, train and share "
                     "models.",
@@ -99,6 +109,21 @@ def _is_user_error(error: BaseException) -> bool:
         "metaqap_hf")
 
 
+def _option_message(error: BaseException) -> str | None:
+    """The library's `OptionError` (duck-typed: importing it would import torch) as `--flag value: problem`."""
+    option = getattr(error, "option", None)
+    if not isinstance(option, str) or not hasattr(error, "problem"):
+        return None
+    name = "PATH" if option == "paths" else f"--{option.replace('_', '-')}"
+    value = getattr(error, "value", None)
+    shown = "" if value is True or value in (None, [], "") else f" {value}"
+    return f"{name}{shown}: {error.problem}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -111,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     if options.command is None:
         top.print_help()
         return EXIT_USAGE
-    module = importlib.import_module(f"{__name__}.{COMMANDS[options.command][0]}")
-    args = module.build_parser(options.command).parse_args(options.arguments)
-    debug = options.debug or getattr(args, "debug", False) or os.environ.get("METAQAP_DEBUG", "") not in ("", "0")
+    debug = options.debug or os.environ.get("METAQAP_DEBUG", "") not in ("", "0")
+    # SIGTERM stops a command as Ctrl-C does, unless the caller chose to ignore or handle it.
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
+    if sigterm_handler is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
+        module = importlib.import_module(f"{__name__}.{COMMANDS[options.command][0]}")
+        args = module.build_parser(options.command).parse_args(options.arguments)
+        debug = debug or getattr(args, "debug", False)
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -122,8 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if debug:
             raise
+        option_message = _option_message(error)
+        if option_message is not None:
+            print(f"error: {option_message}", file=sys.stderr)
+            return EXIT_USAGE
         if _is_user_error(error):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
         print(f"error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if sigterm_handler is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -1,90 +1,130 @@
-"""`metaqap score`: the command line of `metaqap_hf.scoring`."""
+"""`metaqap score`: the command line of `metaqap_hf.scoring.score_to_output`. Every default shown is read from it."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
-import os
+import inspect
 import sys
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from metaqap_hf.scoring import ImageScorer
+from metaqap_hf.scoring import (
+    FORMATS,
+    ImageInputs,
+    OutputError,
+    ScoredImage,
+    ScoringInterrupted,
+    ScoringRun,
+    printable_path,
+    score_to_output,
+)
+from metaqap_hf.scoring.options import MAX_BATCH_SIZE, MAX_NUM_WORKERS
+from metaqap_hf.scoring.scorer import DTYPES
 
-from . import EXIT_NOTHING_SCORED, EXIT_OK, EXIT_SKIPPED, command_parser
+from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOTHING_SCORED, EXIT_OK, EXIT_SKIPPED, command_parser
+
+DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(score_to_output).parameters.items()}
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
     parser = command_parser(
         command,
         "Score images with a MetaQAP model (higher is better, on the model's MOS scale). Folders are walked "
-        "recursively. Files that cannot be read as images are reported with the reason and skipped; the exit "
-        "status is 0 when every input was scored, 1 when some were skipped, 3 when none could be scored. "
-        "Python: metaqap_hf.scoring.ImageScorer(MODEL).score_files(PATHS).",
+        "recursively (names starting with a dot are passed over); .tar/.tgz files are read as WebDataset shards. "
+        "Rows are written as they are scored; inputs that cannot be read are named on stderr with the reason and "
+        "skipped. Scores outside the MOS range are clipped to it (raw_score keeps the value).\n\n"
+        f"exit status: {EXIT_OK} every input scored, {EXIT_SKIPPED} some skipped, 2 bad option (nothing done), "
+        f"{EXIT_NOTHING_SCORED} nothing could be scored, {EXIT_FAILED} failed while running (e.g. the output could "
+        f"not be written), {EXIT_INTERRUPTED} interrupted (Ctrl-C, SIGTERM; the rows scored so far are written).\n\n"
+        "Several processes: accelerate launch --multi_gpu --num_processes N -m metaqap_hf score ... --output "
+        "FILE (or torchrun --nproc_per_node N -m metaqap_hf score ...). "
+        "Python: metaqap_hf.scoring.score_to_output(ImageInputs(PATHS), OUTPUT, ...).",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders or tar shards")
+    parser.add_argument("--files-from", metavar="LIST",
+                        help="also score the paths listed in LIST ('-': standard input), one a line, or "
+                             "NUL-separated (find -print0)")
+    parser.add_argument("--dataset", metavar="D",
+                        help="also score a datasets dataset: a hub id (streamed; offline: the local cache) or a "
+                             "local folder (save_to_disk, parquet, image folder)")
+    parser.add_argument("--split", help="the dataset's split (default: all of them)")
+    parser.add_argument("--image-column", metavar="C", help="the dataset's image column (default: its first)")
     parser.add_argument("--model", "-m", metavar="M",
                         help="checkpoint folder or hub id (default: the bundled metaqap-lite-biq2021)")
-    parser.add_argument("--batch-size", "-b", type=int, default=8, metavar="N", help="images per forward")
-    parser.add_argument("--device", "-d", default="cpu", metavar="D", help="cpu, cuda, cuda:1, mps...")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="compute precision; bfloat16 is faster on CPUs with AVX512-BF16 and on GPUs")
-    parser.add_argument("--format", "-f", choices=["table", "csv", "json"], default="table", help="output format")
-    parser.add_argument("--output", "-o", metavar="FILE", help="write results to FILE instead of standard output")
+    parser.add_argument("--batch-size", "-b", type=int, default=DEFAULTS["batch_size"], metavar="N",
+                        help=f"images per forward, 1 to {MAX_BATCH_SIZE}")
+    parser.add_argument("--num-workers", "-j", type=int, default=DEFAULTS["num_workers"], metavar="N",
+                        help=f"processes that decode and resize ahead of the model (0: this one; at most "
+                             f"{MAX_NUM_WORKERS})")
+    parser.add_argument("--device", "-d", default=DEFAULTS["device"], metavar="D",
+                        help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--dtype", choices=list(DTYPES), default=DEFAULTS["dtype"],
+                        help="compute precision; bfloat16 is faster on GPUs and CPUs with AVX512-BF16")
+    parser.add_argument("--format", "-f", choices=FORMATS,
+                        help="output format (default: from the --output suffix .csv, .jsonl or .json, else table)")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write rows to FILE as they are scored ('-': standard output, the default); a symbolic "
+                             "link is written through, a pipe or device streamed into")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the inputs already in FILE (.jsonl or .csv) and append the rest: rerun a killed "
+                             "run with the same command and --resume")
     parser.set_defaults(func=run)
     return parser
 
 
-def _format_results(results: list, backbone_ids: list[str], fmt: str, model_info: dict, skipped: list) -> str:
-    if fmt == "json":
-        rows = [{"path": r.path, "score": r.score, "base_scores": r.base_scores, "std": r.std} for r in results]
-        return json.dumps({**model_info, "results": rows,
-                           "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}, indent=2) + "\n"
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "score", "std", *backbone_ids])
-        for row in results:
-            writer.writerow([row.path, f"{row.score:.6f}", f"{row.std:.6f}",
-                             *(f"{row.base_scores[b]:.6f}" for b in backbone_ids)])
-        return buffer.getvalue()
-    width = max([len("path"), *(len(row.path) for row in results)])
-    lines = [f"{'path':<{width}}  {'score':>8}  {'std':>7}", f"{'-' * width}  {'-' * 8}  {'-' * 7}"]
-    lines += [f"{row.path:<{width}}  {row.score:>8.4f}  {row.std:>7.4f}" for row in results]
-    return "\n".join(lines) + "\n"
+def _note(text: str, progress: tqdm) -> None:
+    progress.write(text, file=sys.stderr) if not progress.disable else print(text, file=sys.stderr)
 
 
-def _write_output(text: str, output: str | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()  # the table comes before the summary lines on stderr
-        return
-    target = Path(output)
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, target)
+def _where(run: ScoringRun) -> str:
+    if run.parts:
+        return f"in {len(run.parts)} part files beside {run.output} until a run with --resume merges them"
+    return "to standard output" if run.output == "-" else f"to {run.output}"
+
+
+def _summary(run: ScoringRun, progress: tqdm) -> None:
+    if run.resumed:
+        _note(f"{run.resumed} input(s) were already in {run.output} and were not scored again (--resume)", progress)
+    if run.hidden:
+        _note(f"passed over {run.hidden} hidden entries (names starting with '.') inside folders", progress)
+    if run.clipped:
+        _note(f"{run.clipped} score(s) lay outside the model's MOS range and were clipped to it (raw_score keeps "
+              f"the unclipped value)", progress)
 
 
 def run(args: argparse.Namespace) -> int:
-    scorer = ImageScorer(args.model, device=args.device, dtype=args.dtype)
-    config = scorer.config
-    results, skipped = [], []
+    inputs = ImageInputs(args.paths, files_from=args.files_from, dataset=args.dataset, split=args.split,
+                         image_column=args.image_column)
     with tqdm(unit="img", desc="scoring", file=sys.stderr, disable=None) as progress:
-        for item in scorer.score_files(args.paths, batch_size=args.batch_size):
-            (results if item.ok else skipped).append(item)
+        def on_result(item: ScoredImage) -> None:
+            if not item.ok:
+                _note(f"skipped {printable_path(item.path)}: {item.reason}", progress)
             progress.update(1)
-    model_info = {"model": scorer.model_path, "mos_name": config.mos_name, "mos_range": config.mos_range}
-    _write_output(_format_results(results, config.backbone_ids, args.format, model_info, skipped), args.output)
-    if skipped:
-        print(f"skipped {len(skipped)} of {len(results) + len(skipped)} input(s):", file=sys.stderr)
-        for item in skipped:
-            print(f"  {item.path}: {item.reason}", file=sys.stderr)
-    low, high = config.mos_range
-    print(f"scored {len(results)} image(s); scores are {config.mos_name}, from {low:g} (worst) to {high:g} (best)",
-          file=sys.stderr)
-    if not results:
+
+        try:
+            result = score_to_output(inputs, args.output, model=args.model, device=args.device, dtype=args.dtype,
+                                     batch_size=args.batch_size, num_workers=args.num_workers, format=args.format,
+                                     resume=args.resume, on_result=on_result)
+        except ScoringInterrupted as stop:
+            progress.close()
+            done = stop.run
+            _summary(done, progress)
+            print(f"interrupted: {done.scored} file(s) scored and written {_where(done)}, {done.skipped} skipped; "
+                  f"run the same command with --resume to continue", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except OutputError as error:
+            progress.close()
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    if result.rank != 0:  # process 0 reports for all, and its exit status is the run's
+        return EXIT_OK
+    _summary(result, progress)
+    low, high = result.mos_range
+    if result.scored:
+        print(f"scores are {result.mos_name}, from {low:g} (worst) to {high:g} (best), written {_where(result)}",
+              file=sys.stderr)
+    plural = "process" if result.processes == 1 else "processes"
+    print(f"scored {result.scored} files in {result.processes} {plural}, {result.skipped} skipped", file=sys.stderr)
+    if not result.scored and not result.resumed:
         return EXIT_NOTHING_SCORED
-    return EXIT_SKIPPED if skipped else EXIT_OK
+    return EXIT_SKIPPED if result.skipped else EXIT_OK

@@ -5,7 +5,7 @@ own image processor, no augmentation), from files or embedded bytes. The functio
 
     >>> from metaqap_hf.evaluation import evaluate_checkpoint
     >>> report = evaluate_checkpoint("runs/lite/best", "biq2021", "runs/lite/eval-test", data_dir="/data/BIQ2021")
-    >>> report = evaluate_checkpoint("runs/mine/best", "photos/scores.csv", "runs/mine/eval", mos_range=(1, 5))
+    >>> report = evaluate_checkpoint("runs/mine/best", "mydata/scores.csv", "runs/mine/eval", mos_range=(1, 5))
     >>> report["metrics"]["srocc"]
 """
 

@@ -16,7 +16,7 @@ a CSV/JSONL table of image paths and scores, a prepared folder, a hub id, a `Dat
 their MOS scale; `images` reads the images of any split, from files or embedded bytes, through `load_image`.
 
     >>> from metaqap_hf.data import load_dataset_source
-    >>> source = load_dataset_source("photos/scores.csv", mos_range=(1, 5))  # columns image, mos[, split, std]
+    >>> source = load_dataset_source("mydata/scores.csv", mos_range=(1, 5))  # columns image, mos[, split, std]
 """
 
 from ._common import BenchmarkInfo, DatasetLayoutError, UnlabeledImagesWarning

@@ -131,14 +131,29 @@ def require_file(path: Path, info: BenchmarkInfo) -> Path:
 def index_images(*directories: Path) -> dict[str, list[Path]]:
     """Image files directly inside ``directories``, keyed by their case-folded name.
 
-    Case-folding lets a label ``ss02 (1014).jpg`` find the file ``ss02 (1014).JPG``.
+    Case-folding lets a label ``ss02 (1014).jpg`` find the file ``ss02 (1014).JPG``. A symbolic link counts only
+    when its target lies inside one of ``directories``: a dataset folder from someone else must not pull files
+    from elsewhere on the machine into a prepared dataset, so a link that leads out is an error naming it.
     """
+    roots = [Path(os.path.realpath(directory)) for directory in directories]
     index: dict[str, list[Path]] = {}
+    leaving: list[str] = []
     for directory in directories:
         with os.scandir(directory) as entries:
             for entry in entries:
-                if entry.is_file() and has_image_suffix(entry.name):
-                    index.setdefault(entry.name.casefold(), []).append(Path(entry.path))
+                if not (entry.is_file() and has_image_suffix(entry.name)):
+                    continue
+                if entry.is_symlink():
+                    target = Path(os.path.realpath(entry.path))
+                    if not any(target.is_relative_to(root) for root in roots):
+                        leaving.append(f"{entry.name} -> {target}")
+                        continue
+                index.setdefault(entry.name.casefold(), []).append(Path(entry.path))
+    if leaving:
+        raise DatasetLayoutError(
+            f"{directories[0]} holds symbolic links to files outside the dataset: {describe_names(leaving)}. Copy "
+            f"those images into the folder (links are followed only within it)."
+        )
     return index
 
 

@@ -19,7 +19,7 @@ are not numbers or lie off the scale, unknown splits, repeated, missing or unrea
 reported at once, with its count and the first few rows or images.
 
     >>> from metaqap_hf.data import load_dataset_source
-    >>> source = load_dataset_source("my_photos/scores.csv", mos_range=(1, 5))
+    >>> source = load_dataset_source("my_mydata/scores.csv", mos_range=(1, 5))
     >>> source.dataset["train"], source.mos_range, source.mos_name
 """
 

@@ -12,7 +12,7 @@ the frozen-feature recipe of the default model, and the meta-learner (stacking).
 
     >>> from metaqap_hf.training import finetune
     >>> result = finetune("biq2021", "runs/lite", data_dir="/data/BIQ2021", num_epochs=10, cache_dir="/data/cache")
-    >>> result = finetune("photos/scores.csv", "runs/mine", mos_range=(1, 5))  # your own images and scores
+    >>> result = finetune("mydata/scores.csv", "runs/mine", mos_range=(1, 5))  # your own images and scores
 """
 
 from .data import (

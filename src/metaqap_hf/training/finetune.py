@@ -8,7 +8,7 @@ fine-tuning examples, so that a command line and a Python call do exactly the sa
 
     >>> from metaqap_hf.training import finetune
     >>> result = finetune("biq2021", "runs/lite", data_dir="/data/BIQ2021", num_epochs=10, cache_dir="/data/cache")
-    >>> result = finetune("photos/scores.csv", "runs/mine", mos_range=(1, 5), backbones="tf_efficientnet_lite0")
+    >>> result = finetune("mydata/scores.csv", "runs/mine", mos_range=(1, 5), backbones="tf_efficientnet_lite0")
 """
 
 from __future__ import annotations

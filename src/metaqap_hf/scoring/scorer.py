@@ -1,0 +1,306 @@
+"""`ImageScorer`: a MetaQAP checkpoint that scores a stream of inputs in batches, in input order, decoding either in
+this process or in worker processes that work ahead through a bounded queue.
+
+Memory: each image is decoded (large ones at a reduced size, see `load_image`) and resized to the processor's
+input size before it joins a batch, so a batch holds `batch_size` small uint8 images whatever the photos' size; the
+decoding processes hold one image each and at most `batch_size + 2 * num_workers` resized images wait for the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as transformers_logging
+
+from ..image_processing_metaqap import ImageLoadError, MetaQAPImageProcessor, load_image, processor_input_size
+from ..pipeline_image_quality import quality_results
+from .inputs import ImageInput, ImageInputs
+from .options import OptionError, check_counts
+
+__all__ = ["DTYPES", "ImageScorer", "ScoredImage", "resolve_device"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_WORKER_DIED = "the decoding process died (a crash or out of memory) while decoding this file"
+
+
+@dataclass
+class ScoredImage:
+    """One input's outcome: a score (clipped to the MOS range, with the unclipped `raw_score`, the base models'
+    scores and their spread), or why it was skipped."""
+
+    path: str
+    score: float | None = None
+    raw_score: float | None = None
+    base_scores: dict[str, float] = field(default_factory=dict)
+    std: float | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _available_devices() -> str:
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{index}" for index in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return ", ".join(names)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device for `device`: ``"auto"`` (a GPU when there is one, else the CPU), ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``, ``"mps"``... Under a multi-process launcher, ``"auto"`` and ``"cuda"`` take the GPU of the
+    process's LOCAL_RANK. Raises `OptionError` for a device this machine does not have."""
+    text = str(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise OptionError("device", text, f"unknown device; accepted here: {_available_devices()}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError("device", text, f"no CUDA GPU is available here; accepted here: {_available_devices()}")
+        count = torch.cuda.device_count()
+        index = local_rank % count if resolved.index is None else resolved.index
+        if index >= count:
+            raise OptionError("device", text, f"this machine has {count} GPU(s); accepted here: {_available_devices()}")
+        return torch.device("cuda", index)
+    if resolved.type == "cpu":
+        return resolved
+    backend = getattr(torch.backends, resolved.type, None) or getattr(torch, resolved.type, None)
+    if resolved.type == "meta" or not getattr(backend, "is_available", lambda: False)():
+        raise OptionError("device", text, f"not available here; accepted here: {_available_devices()}")
+    return resolved
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith(("/", os.sep)) or name.count("/") > 1
+
+
+def _load_checkpoint(model: str | os.PathLike | None):
+    """(name, model, processor) of a MetaQAP checkpoint folder or hub id, or an `OptionError` that says what the
+    folder is not."""
+    from .. import DEFAULT_MODEL_PATH
+    from ..modeling_metaqap import MetaQAPModel
+
+    name = str(model if model is not None else DEFAULT_MODEL_PATH)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise OptionError("model", name, "is a file; give a checkpoint folder (config.json, model.safetensors, "
+                                             "preprocessor_config.json) or a hub id")
+        try:
+            model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        except FileNotFoundError:
+            raise OptionError("model", name, "is not a model folder (it has no config.json)") from None
+        except (OSError, ValueError, AttributeError) as error:
+            raise OptionError("model", name, f"its config.json cannot be read ({error})") from None
+        if model_type != "metaqap":
+            raise OptionError("model", name, f"is a {model_type!r} checkpoint, not a MetaQAP one")
+        name = str(path)
+    elif _looks_like_path(name):
+        raise OptionError("model", name, "no such folder (and not a hub id like 'owner/name')")
+    progress_bars_were_on = transformers_logging.is_progress_bar_enabled()
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.disable_progress_bar()  # one bar for the whole run is the caller's to show
+    transformers_logging.set_verbosity_error()  # the loading report: missing weights are an error below
+    try:
+        loaded, report = MetaQAPModel.from_pretrained(name, output_loading_info=True)
+        processor = MetaQAPImageProcessor.from_pretrained(name)
+    except Exception as error:  # missing or corrupt files, offline hub, wrong architecture: all "cannot load"
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OptionError("model", name, f"cannot load it ({type(error).__name__}: {message})") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if progress_bars_were_on:
+            transformers_logging.enable_progress_bar()
+    missing = sorted(report["missing_keys"])
+    if missing:  # transformers would fill them with random values: scores would mean nothing
+        raise OptionError("model", name, f"its weights lack {len(missing)} tensors ({', '.join(missing[:3])}"
+                                         f"{', ...' if len(missing) > 3 else ''}); not a complete checkpoint")
+    return name, loaded, processor
+
+
+# ----------------------------------------------------------------------------------------------------- decoding
+def prepare_pixels(item: ImageInput, processor, input_size: tuple[int, int] | None) -> torch.Tensor:
+    """Decode one input and resize it with the processor, stopping before its rescale: a uint8 (3, H, W) tensor
+    (a quarter of the float's size to move between processes and devices). `_score_batch` applies the processor's
+    own rescale, so the values are those `pipeline(...)` computes."""
+    image = load_image(item.source, reduce_for=input_size, name=item.key)
+    return processor(images=image, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"][0]
+
+
+_worker_state: tuple = ()
+
+
+def _start_worker(processor, input_size) -> None:
+    global _worker_state
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)
+    _worker_state = (processor, input_size)
+
+
+def _prepare(item: ImageInput, processor, input_size) -> tuple[torch.Tensor | None, str | None]:
+    """(pixels, None), or (None, why the input cannot be scored)."""
+    try:
+        return prepare_pixels(item, processor, input_size), None
+    except ImageLoadError as error:
+        return None, error.reason
+
+
+def _prepare_in_worker(item: ImageInput) -> tuple[torch.Tensor | None, str | None]:
+    return _prepare(item, *_worker_state)
+
+
+class _Decoder:
+    """Decodes inputs in order, here or in `workers` processes with at most `ahead` inputs in flight. A worker
+    that dies (a decoder crash, the kernel's out-of-memory killer) costs only the input it was decoding: the inputs
+    then in flight are retried one at a time in a fresh pool to find it."""
+
+    def __init__(self, processor, input_size, workers: int):
+        self.processor, self.input_size, self.workers = processor, input_size, workers
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers:
+            self._start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.pool is not None:
+            self.pool.shutdown(wait=exc_info[0] is None, cancel_futures=True)
+
+    def _start(self) -> None:
+        self.pool = ProcessPoolExecutor(self.workers, initializer=_start_worker,
+                                        initargs=(self.processor, self.input_size))
+
+    def decode(self, items: Iterable[ImageInput], ahead: int) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
+        if self.pool is None:
+            for item in items:
+                yield (item.key, None, item.problem) if item.problem else (
+                    item.key, *_prepare(item, self.processor, self.input_size))
+            return
+        queue: deque = deque()
+        for item in items:
+            queue.append((item, None if item.problem else self.pool.submit(_prepare_in_worker, item)))
+            while len(queue) > ahead:
+                yield from self._next(queue)
+        while queue:
+            yield from self._next(queue)
+
+    def _next(self, queue: deque) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
+        item, future = queue.popleft()
+        if future is None:
+            yield item.key, None, item.problem
+            return
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            in_flight = [item, *(entry for entry, _ in queue)]
+            queue.clear()
+            yield from self._retry_one_at_a_time(in_flight)
+            return
+        yield (item.key, *result)
+
+    def _retry_one_at_a_time(self, items: list[ImageInput]) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self._start()
+        for item in items:
+            if item.problem:
+                yield item.key, None, item.problem
+                continue
+            try:
+                result = self.pool.submit(_prepare_in_worker, item).result()
+            except BrokenProcessPool:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self._start()
+                result = (None, _WORKER_DIED)
+            yield (item.key, *result)
+
+
+# ------------------------------------------------------------------------------------------------------ scoring
+class ImageScorer:
+    """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) with its weights
+    in `dtype` (``"float32"`` or ``"bfloat16"``, faster on GPUs and on CPUs with AVX512-BF16), as
+    `pipeline(...)` runs it. `model` is a checkpoint folder or hub id (default: the bundled model). Bad values raise
+    `OptionError` naming the option.
+
+        >>> scorer = ImageScorer()
+        >>> for item in scorer.score_files(["photos/"]):   # results in input order, as they come
+        ...     print(item.path, item.score if item.ok else item.reason)
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32"):
+        if dtype not in DTYPES:
+            raise OptionError("dtype", dtype, f"accepted: {', '.join(DTYPES)}")
+        self.device = resolve_device(device)
+        self.model_path, model_object, self.processor = _load_checkpoint(model)
+        self.dtype = DTYPES[dtype]
+        self.model = model_object.eval().to(self.device, self.dtype)
+        self.config = self.model.config
+        self.input_size = processor_input_size(self.processor)
+
+    def score(self, inputs: Iterable[ImageInput | str | os.PathLike], *, batch_size: int = 8,
+              num_workers: int = 0) -> Iterator[ScoredImage]:
+        """Score `inputs` (`ImageInput`s, e.g. from `ImageInputs`, or image file paths), yielding one `ScoredImage`
+        per input in input order, each batch's as soon as it is scored. `num_workers` processes decode and resize
+        ahead of the model (0: this process)."""
+        batch_size, num_workers = check_counts(batch_size, num_workers)
+        inputs = (item if isinstance(item, ImageInput) else ImageInput(str(item), str(item)) for item in inputs)
+        pending: list[tuple[str, torch.Tensor | None, str | None]] = []
+        waiting = 0
+        with _Decoder(self.processor, self.input_size, num_workers) as decoder:
+            for key, pixels, reason in decoder.decode(inputs, ahead=batch_size + 2 * num_workers):
+                if pixels is None and not pending:
+                    yield ScoredImage(key, reason=reason)
+                    continue
+                pending.append((key, pixels, reason))
+                waiting += pixels is not None
+                if waiting == batch_size:
+                    yield from self._score_batch(pending)
+                    pending, waiting = [], 0
+            yield from self._score_batch(pending)
+
+    def score_files(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 8,
+                    num_workers: int = 0) -> Iterator[ScoredImage]:
+        """`score` over files, folders (walked recursively) and tar shards; arguments that do not exist and files
+        that are not readable images come out skipped, with the reason."""
+        return self.score(ImageInputs(paths), batch_size=batch_size, num_workers=num_workers)
+
+    @torch.inference_mode()
+    def _score_batch(self, pending: list[tuple[str, torch.Tensor | None, str | None]]) -> Iterator[ScoredImage]:
+        images = [pixels for _, pixels, _ in pending if pixels is not None]
+        results = iter([])
+        if images:
+            processor = self.processor
+            shapes = {tuple(image.shape) for image in images}
+            groups = [torch.stack(images)] if len(shapes) == 1 else [image[None] for image in images]
+            outputs = []
+            for group in groups:
+                if self.device.type == "cuda":
+                    group = group.pin_memory()
+                group = group.to(self.device, non_blocking=True)
+                pixel_values = processor.rescale_and_normalize(group, processor.do_rescale, processor.rescale_factor,
+                                                               processor.do_normalize, processor.image_mean,
+                                                               processor.image_std)
+                outputs += quality_results(self.model(pixel_values=pixel_values), self.config)
+            results = iter(outputs)
+        for key, pixels, reason in pending:
+            if pixels is None:
+                yield ScoredImage(key, reason=reason)
+            else:
+                yield ScoredImage(key, **next(results))
