@@ -26,10 +26,16 @@ def write_photos(folder: Path, names: list[str], *, size: int = 32, seed: int = 
     return brightness
 
 
-def write_biq2021_layout(root: Path, *, train: int = 24, test: int = 8, size: int = 48) -> Path:
-    """BIQ2021's official layout (``Images/`` and the two label CSVs): JPEGs whose MOS (0-1) is their brightness."""
-    names = {"train": [f"ss01 ({i}).jpg" for i in range(1, train + 1)],
-             "test": [f"ss02 ({i}).jpg" for i in range(1, test + 1)]}
+def write_biq2021_layout(root: Path, *, train: int = 24, test: int = 8, size: int = 48,
+                         subsets: tuple[str, ...] | None = None) -> Path:
+    """BIQ2021's official layout (``Images/`` and the two label CSVs): JPEGs whose MOS (0-1) is their brightness.
+    Train images are named after subset ss01 and test images after ss02, or both splits cycle through `subsets`."""
+    def subset(split: str, index: int) -> str:
+        return subsets[index % len(subsets)] if subsets else {"train": "ss01", "test": "ss02"}[split]
+
+    first = {"train": 1, "test": train + 1 if subsets else 1}  # names stay unique across the two splits
+    names = {split: [f"{subset(split, i)} ({first[split] + i}).jpg" for i in range(count)]
+             for split, count in (("train", train), ("test", test))}
     for seed, (split, split_names) in enumerate(names.items()):
         levels = write_photos(root / "Images", split_names, size=size, seed=seed)
         rows = [f"{name},{level:.4f}" for name, level in zip(split_names, levels)]
