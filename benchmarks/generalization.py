@@ -1,4 +1,4 @@
-"""How well a quality model ranks photos it never saw: three tables (markdown on stdout, everything in JSON).
+r"""How well a quality model ranks photos it never saw: three tables (markdown on stdout, everything in JSON).
 
 1. official  - a checkpoint on BIQ2021's official test split, overall and per source subset (ss01 the authors'
                gallery, ss02 deliberately mis-captured, ss03 Unsplash): SROCC, raw PLCC, KROCC, n.
@@ -21,7 +21,9 @@ user gets it.
         --data-dir /data/BIQ2021 --work-dir runs/loso --feature-cache runs/features --output loso.json
 
 `--recipe frozen` is `metaqap_hf.training.train_frozen` (the recipe of metaqap-lite-biq2021) with `--backbones`
-and `--image-size`; `--recipe package.module:function` runs any
+and `--image-size`; `--recipe finetune` is `metaqap_hf.training.finetune` (`metaqap train`: whole backbones
+trained, `--epochs`, best validation epoch kept); both start from `--backbones-from` when given (quality-aware
+pretraining's final/), else from ImageNet. `--recipe package.module:function` runs any
 `function(splits: DatasetDict with train and validation, output_dir, *, args) -> None` that writes a checkpoint.
 """
 
@@ -31,6 +33,7 @@ import argparse
 import importlib
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -122,10 +125,21 @@ def frozen_recipe(splits: DatasetDict, output_dir: Path, *, args) -> None:
 
     train_frozen(splits, output_dir, mos_range=(0.0, 1.0), backbones=args.backbones, image_size=args.image_size,
                  recipe=FrozenRecipe(seed=args.seed), feature_cache=args.feature_cache,
-                 feature_dtype=DTYPES[args.dtype])
+                 feature_dtype=DTYPES[args.dtype], backbones_from=args.backbones_from)
 
 
-RECIPES = {"frozen": frozen_recipe}
+def finetune_recipe(splits: DatasetDict, output_dir: Path, *, args) -> None:
+    """`metaqap train`'s loop (whole backbones, quality-keeping augmentation), the best validation checkpoint kept."""
+    from metaqap_hf.training import finetune
+
+    run_dir = output_dir.with_name(output_dir.name + "-training")  # rerun: resumes from its last checkpoint
+    finetune(splits, run_dir, mos_range=(0.0, 1.0), backbones=args.backbones, backbones_from=args.backbones_from,
+             image_size=args.image_size or 512, num_epochs=args.epochs, per_device_batch_size=args.batch_size,
+             mixed_precision={"bfloat16": "bf16", "float32": "no"}[args.dtype], seed=args.seed)
+    shutil.copytree(run_dir / "best", output_dir)
+
+
+RECIPES = {"frozen": frozen_recipe, "finetune": finetune_recipe}
 
 
 def resolve_recipe(name: str):
@@ -198,8 +212,12 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=40, help="pristine photos in the synthetic table")
     parser.add_argument("--limit", type=int, help="official table: about this many test images, spread evenly")
     parser.add_argument("--recipe", default="frozen", help=f"loso: {sorted(RECIPES)} or package.module:function")
-    parser.add_argument("--backbones", default="lite", help="frozen recipe: a preset of metaqap_hf.factory")
-    parser.add_argument("--image-size", type=int, help="frozen recipe: every backbone's input size")
+    parser.add_argument("--backbones", default="lite", help="loso recipes: a preset of metaqap_hf.factory")
+    parser.add_argument("--backbones-from", help="loso recipes: start the backbones from this saved model (e.g. "
+                                                 "`metaqap pretrain`'s final/) instead of ImageNet")
+    parser.add_argument("--image-size", type=int, help="loso recipes: every backbone's input size (frozen: the "
+                                                       "preset's; finetune: the processor's, 512)")
+    parser.add_argument("--epochs", type=int, default=10, help="finetune recipe: passes over the training images")
     parser.add_argument("--train-limit", type=int, help="loso: at most this many training images per fold")
     parser.add_argument("--validation-fraction", type=float, default=0.1, help="loso: carved from training images")
     parser.add_argument("--work-dir", default="runs/generalization", help="loso: one checkpoint per fold")
@@ -226,7 +244,7 @@ def main() -> None:
         elif table == "loso":
             result = loso_table(resolve_recipe(args.recipe), args)
             result["recipe"] = {"name": args.recipe, "backbones": args.backbones, "image_size": args.image_size,
-                                "train_limit": args.train_limit}
+                                "train_limit": args.train_limit, "backbones_from": args.backbones_from}
             print(markdown(f"Leave one subset out ({args.recipe} recipe, backbones {args.backbones})",
                            result["rows"], ("srocc", "plcc", "krocc", "n", "n_train")))
         else:

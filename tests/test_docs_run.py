@@ -112,6 +112,8 @@ TRAINING = "--backbones tiny --image-size 64 --train-limit 16 --validation-limit
 TINY_OPTIONS = {
     r"\bmetaqap train(?![\w-])|finetune_accelerate\.py|finetune_trainer\.py": TRAINING,
     r"\bmetaqap train-frozen\b": "--backbones tiny --max-epochs 3 --folds 2",
+    r"\bmetaqap pretrain\b(?! --help)": "--backbones tiny --random-init --crop-size 48 --steps 2 --batch-size 2 "
+                                       "--calibration-samples 8 --validation-samples 4 --metrics gmsd --dtype float32",
     r"\b(metaqap|-m metaqap_hf) score\b|restore_with_quality_loss\.py|score_with_ray\.py": "--model runs/tiny",
     r"restore_with_quality_loss\.py": "--steps 2 --max-side 96",
     r"score_with_ray\.py": "--actors 1 --num-cpus 2",
@@ -123,6 +125,7 @@ def tiny(item: DocItem, url: str) -> str:
     text = item.text
     for pattern, replacement in (
         (r"/path/to/BIQ2021|/data/BIQ2021|/work/shared/data/biq2021-sample", "biq"),
+        (r"\.\./shared/data/pristine", "photos"),
         (r"/data/cache/", "cache/"),
         (r"(?<![\w.])/photos\b", "photos"),
         (r"(?<![\w.])/tmp/", "tmp/"),

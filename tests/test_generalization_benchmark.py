@@ -90,3 +90,25 @@ def test_loso_folds_hold_out_one_subset(tmp_path):
         assert len(training) == 12 and len(set(training)) == 12
         assert not [name for name in training if name.startswith(held_out)]
         assert sorted({name[:4] for name in test["image_name"]}) == [held_out] and len(test) == 4
+
+
+def test_loso_with_the_finetune_recipe_from_pretrained_backbones(tmp_path):
+    """`--recipe finetune --backbones-from`: each fold fine-tunes a model whose backbones start from the given
+    checkpoint, and the fold's checkpoint is the one scored."""
+    data = write_biq2021_layout(tmp_path / "biq", train=36, test=9, size=40, subsets=("ss01", "ss02", "ss03"))
+    start = save_tiny_checkpoint(tmp_path / "start")
+    output = tmp_path / "loso.json"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tables", "loso", "--recipe", "finetune", "--backbones", "tiny",
+         "--backbones-from", str(start), "--image-size", "64", "--epochs", "1", "--batch-size", "4",
+         "--validation-fraction", "0.25", "--data-dir", str(data), "--work-dir", str(tmp_path / "loso"),
+         "--output", str(output)],
+        env=cli_environment(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(output.read_text())["loso"]
+    assert report["recipe"]["backbones_from"] == str(start)
+    for subset in ("ss01", "ss02", "ss03"):
+        fold = tmp_path / "loso" / f"without-{subset}"
+        assert report["rows"][f"{subset} held out"]["n"] == 3 and (fold / "model.safetensors").is_file()
+        card = (fold / "README.md").read_text()
+        assert f"backbones starting from the saved model {start}" in card

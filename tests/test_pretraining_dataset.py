@@ -43,12 +43,23 @@ def _fingerprints(samples) -> list[tuple]:
 def test_finds_images_recursively_by_suffix(pristine_dir):
     names = sorted(path.name for path in find_images(pristine_dir))
     assert names == ["astronaut.png", "chelsea.JPG", "coffee.bmp", "small.png"]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="missing: no such file"):
         find_images(pristine_dir / "missing")
     empty = pristine_dir.parent / "empty"
     empty.mkdir(exist_ok=True)
-    with pytest.raises(FileNotFoundError, match="No .* images"):
+    with pytest.raises(FileNotFoundError, match="empty: folder holds no image files"):
         find_images(empty)
+
+
+def test_finds_images_of_several_folders_and_files_in_the_order_given(pristine_dir, tmp_path):
+    """Pretraining content from several places, e.g. a benchmark's training images listed one by one."""
+    single = tmp_path / "listed.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(single)
+    found = find_images([single, pristine_dir])
+    assert found[0] == single and sorted(path.name for path in found[1:]) == sorted(
+        path.name for path in find_images(pristine_dir))
+    with pytest.raises(FileNotFoundError, match="gone.png: no such file"):
+        find_images([pristine_dir, tmp_path / "gone.png"])
 
 
 def test_samples_have_the_documented_form(stream):

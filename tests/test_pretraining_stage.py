@@ -13,8 +13,11 @@ from PIL import Image
 from safetensors.torch import load_file
 from skimage import data
 
-from metaqap_hf.pretraining import DistortedStream, PseudoMOSLabeler, export_shards
+from _datasets import write_biq2021_layout
+
 from metaqap_hf.factory import create_model
+from metaqap_hf.pretraining import DistortedStream, PseudoMOSLabeler, export_shards, find_images
+from metaqap_hf.training import prepare_finetuning
 from metaqap_hf.pretraining.stage import (
     PRETRAINING_MODEL_OPTIONS,
     StreamSamples,
@@ -157,4 +160,46 @@ def test_pretrain_command(pristine_dir, tmp_path, capsys):
     final = Path(json.loads(capsys.readouterr().out)["checkpoint"])
     assert final == tmp_path / "run" / "final" and (final / "model.safetensors").is_file()
     assert main(["pretrain", "--pristine-dir", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "x")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "missing: no such file" in capsys.readouterr().err
+    assert main(["pretrain", "--pristine-dir", str(pristine_dir), "--shards", str(tmp_path),
+                 "--output-dir", str(tmp_path / "x")]) == 2
+    assert "--shards replaces --pristine-dir" in capsys.readouterr().err
+
+
+def test_pretraining_content_then_fine_tuning_from_its_backbones(pristine_dir, tmp_path, capsys):
+    """The paper's two stages from the command line: pretraining on the pristine photos plus a benchmark's training
+    images (content only, never its test images), then fine-tuning whose backbones start from that checkpoint."""
+    from metaqap_cli import main
+
+    biq = write_biq2021_layout(tmp_path / "biq", train=20, test=4, size=64)
+    listed = tmp_path / "more.png"
+    Image.fromarray(data.coffee()).save(listed)
+    (tmp_path / "list.txt").write_text(f"{listed}\n")
+    assert main(["pretrain", "--pristine-dir", str(pristine_dir), "--files-from", str(tmp_path / "list.txt"),
+                 "--content-dataset", "biq2021", "--data-dir", str(biq), "--output-dir", str(tmp_path / "qa"),
+                 "--backbones", "tiny", "--random-init", "--metrics", *METRICS, "--crop-size", str(CROP),
+                 "--steps", "2", "--batch-size", "2", "--calibration-samples", "8", "--validation-samples", "4",
+                 "--dtype", "float32", "--quiet"]) == 0
+    final = Path(json.loads(capsys.readouterr().out)["checkpoint"])
+    content = [Path(path) for path in json.loads((tmp_path / "qa" / "pretraining.json").read_text())[
+        "pristine_images"]]
+    train_names = {line.split(",")[0] for line in (biq / "Train (Images and MOS).csv").read_text().splitlines()[1:]}
+    test_names = {line.split(",")[0] for line in (biq / "Test (Images and MOS).csv").read_text().splitlines()[1:]}
+    assert {path.name for path in content if path.parent == biq / "Images"} == train_names
+    assert not test_names & {path.name for path in content} and listed in content
+    assert len(content) == len(find_images(pristine_dir)) + 1 + len(train_names)
+
+    # The fine-tuning model starts from the pretrained backbones (heads fresh); the command trains from there.
+    saved = load_file(final / "model.safetensors")
+    setup = prepare_finetuning("biq2021", data_dir=biq, backbones="tiny", backbones_from=final, image_size=64)
+    for index in range(2):
+        state = setup.model.backbones[index].state_dict()
+        assert all(torch.equal(value, saved[f"backbones.{index}.{key}"]) for key, value in state.items())
+    assert main(["train", "--data-dir", str(biq), "--output-dir", str(tmp_path / "ft"), "--backbones", "tiny",
+                 "--backbones-from", str(final), "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--validation-fraction", "0.3",
+                 "--dtype", "float32"]) == 0
+    card = (tmp_path / "ft" / "best" / "README.md").read_text()
+    assert f"backbones starting from the saved model {final}" in card
+    assert main(["train", "--data-dir", str(biq), "--output-dir", str(tmp_path / "ft2"), "--backbones", "tiny",
+                 "--backbones-from", str(tmp_path / "biq"), "--epochs", "1"]) == 2
+    assert "not a saved MetaQAPModel" in capsys.readouterr().err

@@ -57,6 +57,12 @@ def _add_model_options(group, defaults: dict) -> None:
                        help="ImageNet weights file for backbone NAME (repeatable; default: the weights cache)")
 
 
+def _add_backbones_from(group) -> None:
+    group.add_argument("--backbones-from", metavar="DIR",
+                       help="start the backbones from this saved model instead of ImageNet, e.g. the final/ folder "
+                            "of `metaqap pretrain` (quality-aware pretraining); the heads start fresh")
+
+
 def _add_loop_options(group) -> None:
     group.add_argument("--lr", type=float, default=LOOP["learning_rate"], help="backbone learning rate")
     group.add_argument("--head-lr", type=float, default=LOOP["head_learning_rate"], help="heads' learning rate")
@@ -87,6 +93,7 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
                                 "has no validation split")
     model = parser.add_argument_group("model")
     _add_model_options(model, defaults)
+    _add_backbones_from(model)
     model.add_argument("--loss", default=defaults["loss"], choices=sorted(LOSSES), help="training loss")
     data = parser.add_argument_group("data")
     data.add_argument("--image-size", type=int, default=defaults["image_size"], metavar="N",
@@ -121,8 +128,9 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     result = finetune(
         args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
-        pretrained=not args.random_init, weight_sources=dict(args.weights), loss=args.loss,
-        image_size=args.image_size, train_limit=args.train_limit, validation_limit=args.validation_limit,
+        pretrained=not args.random_init, weight_sources=dict(args.weights), backbones_from=args.backbones_from,
+        loss=args.loss, image_size=args.image_size, train_limit=args.train_limit,
+        validation_limit=args.validation_limit,
         cache=not args.no_cache, cache_dir=args.cache_dir, num_workers=args.num_workers, seed=args.seed,
         num_epochs=args.epochs, max_steps=args.max_steps, per_device_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, head_learning_rate=args.head_lr,
@@ -151,6 +159,7 @@ def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
     add_dataset_options(parser, "share of the training images held out for choosing the head epochs, when the "
                                 "dataset has no validation split")
     _add_model_options(parser, defaults)
+    _add_backbones_from(parser)
     parser.add_argument("--image-size", type=int, default=defaults["image_size"], metavar="N",
                         help="backbone input side (default: the preset's)")
     parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
@@ -179,7 +188,8 @@ def run_train_frozen(args: argparse.Namespace) -> int:
     report = train_frozen(args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
                           image_size=args.image_size, recipe=recipe, feature_cache=args.cache_dir,
                           feature_dtype=getattr(torch, args.dtype), pretrained=not args.random_init,
-                          weight_sources=dict(args.weights), device=args.device)
+                          weight_sources=dict(args.weights), backbones_from=args.backbones_from,
+                          device=args.device)
     print(json.dumps({
         "checkpoint": str(args.output_dir),
         "dataset": report["dataset"],
@@ -224,6 +234,23 @@ def run_stack(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- pretrain
+def _training_image_files(dataset: str, data_dir: str | None, mos_range) -> list[str]:
+    """The image files of a dataset's train and validation splits (pretraining content: the test split is never
+    read). Pretraining decodes files, so images embedded in parquet are refused with the reason."""
+    from metaqap_hf.data import image_column, load_dataset_source
+
+    source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=0.0)
+    files = []
+    for split in ("train", "validation"):
+        for item in image_column(source.dataset[split]) if split in source.dataset else ():
+            path = item.get("path") if isinstance(item, dict) else str(item)
+            if isinstance(item, dict) and item.get("bytes") or not path:
+                raise ValueError(f"{source.describe()}: its images are embedded in the dataset, and pretraining "
+                                 "reads image files; give their folder with --pristine-dir instead")
+            files.append(path)
+    return files
+
+
 def _pretrain_parser(command: str) -> argparse.ArgumentParser:
     defaults = _defaults(pretrain)
     parser = command_parser(
@@ -231,12 +258,23 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
         "Train a fresh MetaQAP model's backbones and heads (ImageNet start) on pseudo-MOS: random crops of the "
         "pristine photos, each distorted by a random KADID type and level, labelled by fused full-reference "
         "metrics; or replay parquet shards written by metaqap_hf.pretraining.export_shards (--shards). Rerun the "
-        "same command to resume. Writes OUTPUT_DIR/final (hand it to load_backbones_from_checkpoint), best/, "
+        "same command to resume. Writes OUTPUT_DIR/final (hand it to `metaqap train` or `train-frozen` as "
+        "--backbones-from), best/, "
         "checkpoints/, metrics.jsonl, pretraining.json, pseudo_mos_labeler.json; prints the checkpoint path. "
         "Python: metaqap_hf.pretraining.stage.pretrain(PRISTINE_DIR, OUTPUT_DIR, ...).",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--pristine-dir", metavar="DIR", help="folder of pristine images (searched recursively)")
+    source = parser.add_argument_group("content (--pristine-dir and --files-from add up; --shards replaces them)")
+    source.add_argument("--pristine-dir", action="append", default=[], metavar="DIR",
+                        help="folder of pristine images, searched recursively (repeatable)")
+    source.add_argument("--files-from", action="append", default=[], metavar="LIST",
+                        help="also the images listed in LIST, one path a line (relative to the current folder), "
+                             "e.g. a benchmark's training images, whose content (not scores) is used (repeatable)")
+    source.add_argument("--content-dataset", metavar="SOURCE",
+                        help="also the training images (train and validation splits, never test) of a dataset, as "
+                             "`metaqap train --dataset` takes it: their content is used, their scores are not read")
+    source.add_argument("--data-dir", metavar="DIR", help="--content-dataset's folder, for a registered benchmark")
+    source.add_argument("--mos-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="--content-dataset's score scale, for a table")
     source.add_argument("--shards", metavar="DIR", help="parquet shards from export_shards instead of the stream")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="run folder (rerun to resume)")
     _add_model_options(parser, defaults)
@@ -259,8 +297,20 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from metaqap_hf.scoring.inputs import iter_path_list
+
+    content = list(args.pristine_dir)
+    for listing in args.files_from:
+        with open(listing, "rb") as stream:
+            content.extend(iter_path_list(stream))
+    if args.content_dataset is not None:
+        content.extend(_training_image_files(args.content_dataset, args.data_dir, args.mos_range))
+    if args.shards is not None and content:
+        raise ValueError("--shards replaces --pristine-dir and --files-from: give one or the other")
+    if args.shards is None and not content:
+        raise ValueError("give the content to distort: --pristine-dir DIR and/or --files-from LIST (or --shards DIR)")
     final = pretrain(
-        args.pristine_dir, args.output_dir, backbones=args.backbones, crop_size=args.crop_size, steps=args.steps,
+        content or None, args.output_dir, backbones=args.backbones, crop_size=args.crop_size, steps=args.steps,
         batch_size=args.batch_size, loss=args.loss, shards=args.shards, pretrained=not args.random_init,
         weight_sources=dict(args.weights), seed=args.seed, metrics=tuple(args.metrics),
         validation_samples=args.validation_samples, calibration_samples=args.calibration_samples,

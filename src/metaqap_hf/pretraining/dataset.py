@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
-from ..files import IMAGE_SUFFIXES, walk_files
+from ..files import walk_files
 from ..image_processing_metaqap import load_image_tensor
 from .labels import DEFAULT_METRICS, PseudoMOSLabeler, full_reference_scores
 
@@ -35,15 +35,19 @@ _TRAINING_STREAM = 0
 _CALIBRATION_STREAM = 1
 
 
-def find_images(root: str | PathLike) -> list[Path]:
-    """All images under ``root`` (recursive, by suffix, case-insensitive), in sorted order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"Pristine image folder {root} does not exist.")
-    paths = walk_files([root], images_only=True).files
-    if not paths:
-        raise FileNotFoundError(f"No {'/'.join(sorted(IMAGE_SUFFIXES))} images under {root}.")
-    return paths
+def find_images(sources: str | PathLike | Sequence[str | PathLike]) -> list[Path]:
+    """The images of `sources`, each a folder (searched recursively, by suffix, case-insensitive, in sorted order) or
+    an image file, in the order given. A source that cannot be used (missing, unreadable, a folder without images)
+    is an error naming it: content is never dropped silently."""
+    sources = [sources] if isinstance(sources, (str, PathLike)) else list(sources)
+    if not sources:
+        raise FileNotFoundError("No pristine image folders or files were given.")
+    walk = walk_files(sources, images_only=True)
+    if walk.problems:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in walk.problems[:3])
+        raise FileNotFoundError(f"{len(walk.problems)} pristine image source(s) cannot be used: {shown}"
+                                f"{' ...' if len(walk.problems) > 3 else ''}")
+    return walk.files
 
 
 def _seed(*parts: int) -> int:
@@ -79,7 +83,7 @@ class DistortedStream(IterableDataset):
     """Random crops of pristine images, each distorted by a random KADID type and level, with pseudo-MOS.
 
     Args:
-        root: folder searched recursively for jpg/jpeg/png/bmp images.
+        root: folder searched recursively for images, an image file, or a list of those (`find_images`).
         crop_size: side of the square crops (pixels, native resolution).
         samples_per_epoch: samples per epoch over all ranks (default: one per image).
         seed: base seed; with the epoch and sample index it fixes every sample.
@@ -94,7 +98,7 @@ class DistortedStream(IterableDataset):
 
     def __init__(
         self,
-        root: str | PathLike,
+        root: str | PathLike | Sequence[str | PathLike],
         crop_size: int = 224,
         samples_per_epoch: int | None = None,
         seed: int = 0,

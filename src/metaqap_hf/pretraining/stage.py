@@ -3,13 +3,13 @@ they ever see a human opinion score (METHOD.md, stage 1).
 
     pristine photos -> DistortedStream (random crop, KADID distortion, pseudo-MOS from FR metrics)
                     -> train_with_accelerate (backbones + heads, quality-aware loss) -> checkpoint
-    checkpoint -> load_backbones_from_checkpoint(fresh model) -> fine-tuning / frozen features on a benchmark
+    checkpoint -> create_model(..., backbones_from=checkpoint) -> fine-tuning / frozen features on a benchmark
 
 Training reuses the Accelerate loop of `metaqap_hf.training` unchanged (mixed precision, accumulation,
 checkpoints, exact resumption): the stream is wrapped in a map-style view whose sample ``i`` of epoch ``e`` is a
 pure function of ``(seed, e, i)``, so the loop's seedable shuffling and resumption apply as to any dataset. Model
-selection looks at a fixed validation set drawn from a separate seed of the same pristine folder, labelled by the
-same labeler; no benchmark image is read here.
+selection looks at a fixed validation set drawn from a separate seed of the same content, labelled by the same
+labeler; no human score is read here (a benchmark's training images may be content, never its test images).
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import Dataset, Subset
 
-from ..factory import create_model
-from ..modeling_metaqap import MetaQAPModel
+from ..factory import create_model, load_backbones_from_checkpoint
 from ..training.loop import AccelerateTrainingArguments, initialize_head_bias, train_with_accelerate
 from .dataset import DistortedStream, ShardDataset
 from .labels import DEFAULT_METRICS
@@ -62,7 +60,7 @@ class StreamSamples(Dataset):
 
 
 def _datasets(
-    pristine_dir: str | os.PathLike | None,
+    pristine_dir: str | os.PathLike | Sequence[str | os.PathLike] | None,
     shards: str | os.PathLike | None,
     *,
     crop_size: int,
@@ -96,7 +94,7 @@ def _training_item(sample: Mapping) -> dict[str, torch.Tensor]:
 
 
 def pretrain(
-    pristine_dir: str | os.PathLike | None,
+    pristine_dir: str | os.PathLike | Sequence[str | os.PathLike] | None,
     output_dir: str | os.PathLike,
     *,
     backbones: str | Sequence[Mapping] = "lite",
@@ -116,17 +114,19 @@ def pretrain(
 ) -> Path:
     """Quality-aware pretraining of a fresh model's backbones and heads on pseudo-MOS; returns the final checkpoint.
 
-    Samples come from `DistortedStream` over `pristine_dir` (``crop_size`` crops, labels fused from the FR
-    `metrics`, labeler calibrated on `calibration_samples` crops), or from parquet `shards` written by
-    `export_shards` (their last `validation_samples` rows held out). With the stream, an epoch is
-    `samples_per_epoch` samples (default: enough for `steps` steps, so the run is one pass of fresh samples).
-    The model is `create_model(backbones, **PRETRAINING_MODEL_OPTIONS)`: `backbones` is a preset (``"lite"``,
-    ``"tiny"``) or a list of specs; with `pretrained` they start from ImageNet weights. `training_options` are further `AccelerateTrainingArguments` fields (``learning_rate``,
-    ``mixed_precision``, ``eval_every_steps``, ``save_every_steps``...); rerunning into `output_dir` resumes.
+    Samples come from `DistortedStream` over `pristine_dir`: a folder, or a list of folders and image files (e.g. the
+    pristine photos and a benchmark's training images, their content only). Each sample is a ``crop_size`` crop,
+    labelled by the FR `metrics` fused by a labeler calibrated on `calibration_samples` crops. Or samples come from
+    parquet `shards` written by `export_shards` (their last `validation_samples` rows held out). With the stream, an
+    epoch is `samples_per_epoch` samples (default: enough for `steps` steps, so the run is one pass of fresh
+    samples). The model is `create_model(backbones, **PRETRAINING_MODEL_OPTIONS)`: `backbones` is a preset
+    (``"lite"``, ``"tiny"``) or a list of specs; with `pretrained` they start from ImageNet weights.
+    `training_options` are further `AccelerateTrainingArguments` fields (``learning_rate``, ``mixed_precision``,
+    ``eval_every_steps``, ``save_every_steps``...); rerunning into `output_dir` resumes.
 
     Writes what `train_with_accelerate` writes (``final/``, ``best/``, ``checkpoints/``, ``metrics.jsonl``,
     ``training_result.json``) plus ``pseudo_mos_labeler.json`` (stream only) and ``pretraining.json`` (settings).
-    Hand ``final/`` to `load_backbones_from_checkpoint`.
+    Hand ``final/`` to fine-tuning as `backbones_from` (`create_model`, `finetune`, `train_frozen`).
     """
     if steps < 1 or batch_size < 2:
         raise ValueError(f"pretraining needs steps >= 1 and batch_size >= 2 (the loss ranks within a batch); got "
@@ -145,7 +145,8 @@ def pretrain(
     output_dir.mkdir(parents=True, exist_ok=True)
     if labeler is not None:
         labeler.save(output_dir / LABELER_FILE)
-    settings = {"pristine_dir": None if pristine_dir is None else str(pristine_dir),
+    content = None if pristine_dir is None else [str(path) for path in train.stream.image_paths]
+    settings = {"pristine_images": content,
                 "shards": None if shards is None else str(shards), "backbones": model.config.backbones,
                 "crop_size": crop_size, "steps": steps, "batch_size": batch_size, "loss": loss,
                 "samples_per_epoch": len(train), "validation_samples": len(validation),
@@ -159,43 +160,3 @@ def pretrain(
     arguments = AccelerateTrainingArguments(output_dir=str(output_dir), seed=seed, **options)
     result = train_with_accelerate(model, train, validation, arguments)
     return Path(result.final_model_dir)
-
-
-def load_backbones_from_checkpoint(
-    model: MetaQAPModel, checkpoint_dir: str | os.PathLike, *, strict: bool = True
-) -> list[str]:
-    """Copy the backbone weights of a saved `MetaQAPModel` (e.g. `pretrain`'s ``final/``) into `model`.
-
-    Backbones are matched by timm name (`config.backbones[i]["name"]`), so the two models may hold different sets
-    or orders of backbones; every tensor must match in name and shape. Heads and meta-learner are left alone: the
-    pseudo-MOS heads do not transfer to a benchmark's MOS. With `strict`, each backbone of `model` must be in the
-    checkpoint. Returns the names of the backbones loaded.
-    """
-    checkpoint_dir = Path(checkpoint_dir)
-    config_file, weights_file = checkpoint_dir / "config.json", checkpoint_dir / "model.safetensors"
-    for path in (config_file, weights_file):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: {checkpoint_dir} is not a saved MetaQAPModel")
-    saved_names = [spec["name"] for spec in json.loads(config_file.read_text())["backbones"]]
-    state = load_file(weights_file)
-    loaded = []
-    for index, spec in enumerate(model.config.backbones):
-        name = spec["name"]
-        if name not in saved_names:
-            if strict:
-                raise KeyError(f"{checkpoint_dir} has no backbone {name!r}; it holds {saved_names}")
-            continue
-        prefix = f"backbones.{saved_names.index(name)}."
-        source = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-        target = model.backbones[index].state_dict()
-        if source.keys() != target.keys():
-            missing, extra = sorted(target.keys() - source.keys()), sorted(source.keys() - target.keys())
-            raise ValueError(f"{weights_file}: backbone {name!r} does not fit: missing {missing[:5]} "
-                             f"({len(missing)} in all), unexpected {extra[:5]} ({len(extra)} in all)")
-        wrong = [f"{key} {tuple(target[key].shape)} <- {tuple(value.shape)}"
-                 for key, value in source.items() if value.shape != target[key].shape]
-        if wrong:
-            raise ValueError(f"{weights_file}: backbone {name!r} has tensors of the wrong shape: {wrong[:5]}")
-        model.backbones[index].load_state_dict(source)
-        loaded.append(name)
-    return loaded

@@ -53,6 +53,7 @@ def prepare_finetuning(
     backbones: str | Sequence[Mapping] = "lite",
     pretrained: bool = True,
     weight_sources: Mapping[str, str | os.PathLike] | None = None,
+    backbones_from: str | os.PathLike | None = None,
     loss: str = "quality_aware",
     image_size: int = 512,
     validation_fraction: float = VALIDATION_FRACTION,
@@ -72,7 +73,8 @@ def prepare_finetuning(
     `validation_limit` keep the first N images of those splits (smoke runs). Images are resized to `image_size` by
     the image processor (512 is the inference default) and decoded once (`cache`; on disk under `cache_dir` when
     given, by `num_workers` processes); training images are augmented (`QualityAugmentation`). The model comes from
-    `create_model(backbones, ...)` on the dataset's MOS scale.
+    `create_model(backbones, ...)` on the dataset's MOS scale; `backbones_from` starts its backbones from a saved
+    model instead of ImageNet (quality-aware pretraining's ``final/``).
     """
     source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=validation_fraction,
                                  seed=seed)
@@ -85,7 +87,7 @@ def prepare_finetuning(
     train, validation = training_datasets(splits, processor, augmentation=QualityAugmentation(), cache=cache,
                                           cache_dir=cache_dir, num_workers=num_workers, seed=seed)
     model = create_model(backbones, pretrained=pretrained, weight_sources=weight_sources, seed=seed, loss=loss,
-                         mos_range=list(source.mos_range), mos_name=source.mos_name)
+                         backbones_from=backbones_from, mos_range=list(source.mos_range), mos_name=source.mos_name)
     initialize_head_bias(model, train.labels)
     return FinetuningSetup(model, train, validation, processor, source)
 
@@ -114,10 +116,12 @@ def finetune(
     loop_options = {k: v for k, v in options.items() if k not in setup_names}
     arguments = AccelerateTrainingArguments(output_dir=str(output_dir), **shared, **loop_options)
     source = setup.source
+    start = options.get("backbones_from")
     card = ModelCardFacts(
         training_dataset=source.name, training_dataset_id=source.dataset_id,
         training_command=training_command or command_line(),
-        training_notes=f"fine-tuned (metaqap_hf.training.finetune) on {source.describe()}",
+        training_notes=(f"fine-tuned (metaqap_hf.training.finetune) on {source.describe()}, backbones starting from "
+                        + (f"the saved model {start}" if start else "ImageNet")),
     )
     return train_with_accelerate(setup.model, setup.train, setup.validation, arguments,
                                  image_processor=setup.image_processor, card=card)

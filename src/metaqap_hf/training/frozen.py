@@ -153,6 +153,7 @@ def train_frozen(
     feature_dtype: torch.dtype = torch.bfloat16,
     pretrained: bool = True,
     weight_sources: Mapping[str, str | os.PathLike] | None = None,
+    backbones_from: str | os.PathLike | None = None,
     device: str | None = None,
     training_command: str | None = None,
 ) -> dict:
@@ -163,8 +164,9 @@ def train_frozen(
     CSV/JSONL table with `mos_range`, a prepared folder, a hub id, a `DatasetDict` with ``train`` and optionally
     ``validation`` and ``test`` and a ``mos`` column); validation is the source's own or carved from train
     (`validation_fraction`, ``recipe.seed``). The model comes from `metaqap_hf.factory.create_model(backbones,
-    image_size=...)` on the dataset's MOS scale, with ImageNet weights when `pretrained`. Features are computed on
-    `device` (default: CUDA when available); heads train on the CPU, which is fast enough for pooled features.
+    image_size=...)` on the dataset's MOS scale, with ImageNet weights when `pretrained`, or the backbones of the
+    saved model `backbones_from` (quality-aware pretraining's ``final/``). Features are computed on `device`
+    (default: CUDA when available); heads train on the CPU, which is fast enough for pooled features.
     `training_command` is the command the card shows (default: how this process was started)."""
     recipe = recipe or FrozenRecipe()
     started = time.time()
@@ -175,8 +177,9 @@ def train_frozen(
         if required not in splits:
             raise ValueError(f"{source.describe()}: the frozen recipe needs a {required!r} split")
     model = create_model(backbones, image_size=image_size, pretrained=pretrained, weight_sources=weight_sources,
-                         seed=recipe.seed, mos_range=list(source.mos_range), mos_name=source.mos_name,
-                         loss=recipe.loss, head_hidden_size=recipe.hidden_size, head_dropout=recipe.dropout).eval()
+                         backbones_from=backbones_from, seed=recipe.seed, mos_range=list(source.mos_range),
+                         mos_name=source.mos_name, loss=recipe.loss, head_hidden_size=recipe.hidden_size,
+                         head_dropout=recipe.dropout).eval()
     config = model.config
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = MetaQAPImageProcessor()
@@ -208,12 +211,13 @@ def train_frozen(
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     (output_dir / "training_report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    write_model_card(output_dir, _card_facts(source, report, model, recipe, training_command), overwrite=True)
+    write_model_card(output_dir, _card_facts(source, report, model, recipe, training_command, backbones_from),
+                     overwrite=True)
     return report
 
 
 def _card_facts(source: DatasetSource, report: dict, model: MetaQAPModel, recipe: FrozenRecipe,
-                training_command: str | None) -> ModelCardFacts:
+                training_command: str | None, backbones_from: str | os.PathLike | None) -> ModelCardFacts:
     """The card of a frozen-recipe checkpoint: its test figures (when there is a test split) and the meta-learner's
     out-of-fold figures on train+validation. The report's figures are on the heads' 0-1 unit scale; the card's
     RMSE is on the checkpoint's MOS scale."""
@@ -226,9 +230,10 @@ def _card_facts(source: DatasetSource, report: dict, model: MetaQAPModel, recipe
     return ModelCardFacts(
         training_dataset=source.name, training_dataset_id=source.dataset_id,
         training_command=training_command or command_line(),
-        training_notes=(f"frozen ImageNet backbones, one MLP head each on their pooled features, a "
-                        f"{recipe.meta_learner} meta-learner fitted on {recipe.folds}-fold out-of-fold head "
-                        f"predictions (metaqap_hf.training.train_frozen) on {source.describe()}; the test figures "
+        training_notes=(f"frozen {f'backbones of {backbones_from}' if backbones_from else 'ImageNet backbones'}, "
+                        f"one MLP head each on their pooled features, a {recipe.meta_learner} meta-learner fitted on "
+                        f"{recipe.folds}-fold out-of-fold head predictions (metaqap_hf.training.train_frozen) on "
+                        f"{source.describe()}; the test figures "
                         "are computed from the cached features, after every choice was made"),
         evaluations=[row for row in rows if row is not None],
     )
