@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -254,6 +256,27 @@ def test_interrupted_runs_keep_what_was_scored_in_a_valid_document(photos, check
     assert [row["path"] for row in document["results"]] == [seen[0].path, seen[2].path]
     assert document["mos_range"] == [0.0, 1.0] and set(document["results"][0]) == {
         "path", "score", "raw_score", "std", "base_scores"}
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_a_signal_during_a_write_counts_the_row_it_waited_for(photos, checkpoint, tmp_path, monkeypatch):
+    """Ctrl-C arriving while a row is being written waits for the write, and the row is counted as scored."""
+    output = tmp_path / "scores.jsonl"
+    real_write, rows_seen = os.write, []
+
+    def write_then_interrupt(fd, data):
+        if b'"path"' in bytes(data):
+            rows_seen.append(fd)
+            if len(rows_seen) == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # held until the write and its count are done
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write_then_interrupt)
+    with pytest.raises(ScoringInterrupted) as stop:
+        score_to_output([photos], output, model=checkpoint, device="cpu", batch_size=1)
+    monkeypatch.undo()
+    written = output.read_text().splitlines()
+    assert len(written) == 3 and stop.value.run.scored == 3
 
 
 def test_read_rows_stops_before_an_incomplete_last_row(tmp_path):

@@ -222,15 +222,23 @@ def _is_image(path: str) -> bool:
 
 @contextlib.contextmanager
 def _signals_held():
-    """Ctrl-C and SIGTERM wait until the block ends, so a write to a file is never cut in half by them."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Ctrl-C and SIGTERM wait until the block ends, so a write to a file is never cut in half by them.
+
+    The signals are caught and sent again afterwards: blocking them with a thread's signal mask would not do, since
+    the kernel then hands them to another thread (torch's) and Python still runs its handler in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pending: list[int] = []
+    previous = {number: signal.signal(number, lambda caught, frame: pending.append(caught))
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        for number in dict.fromkeys(pending):
+            signal.raise_signal(number)
 
 
 class ResultWriter:
@@ -339,10 +347,15 @@ class ResultWriter:
             self._write(self._encoder.footer(list(skipped), processes))
         self.close()
 
+    def held(self) -> contextlib.AbstractContextManager:
+        """A block that Ctrl-C and SIGTERM wait for when the output is a regular file, so that a row and the counts
+        kept beside it change together. Streams are not held: a slow reader must not make Ctrl-C wait."""
+        return _signals_held() if self.regular else contextlib.nullcontext()
+
     def _write(self, text: str) -> None:
         data = memoryview(self._encoder.encode(text))
         try:
-            with _signals_held() if self.regular else contextlib.nullcontext():
+            with self.held():
                 while data:
                     data = data[os.write(self._fd, data):]
         except BrokenPipeError:

@@ -188,9 +188,10 @@ def score_to_output(
         for item in scorer.score(todo(), batch_size=batch_size, num_workers=num_workers):
             index = indices.popleft()
             if item.ok:
-                writer.write([item], [index])
-                run.scored += 1
-                run.clipped += item.score != item.raw_score
+                with writer.held():  # a signal held during the write would otherwise land before the count
+                    writer.write([item], [index])
+                    run.scored += 1
+                    run.clipped += item.score != item.raw_score
             else:
                 run.skipped += 1
                 if format == "json":
