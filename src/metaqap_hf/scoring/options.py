@@ -1,26 +1,15 @@
-"""The one error type for a bad value of a scoring option, so every caller (Python or the command line) can say which
-option was wrong and what it accepts, and the limits of the counts."""
+"""The limits of the scoring counts; `OptionError` (defined in `metaqap_hf.errors`) is re-exported here."""
 
 from __future__ import annotations
 
 import os
 
+from ..errors import OptionError
+
 __all__ = ["MAX_BATCH_SIZE", "MAX_NUM_WORKERS", "OptionError", "check_counts"]
 
 MAX_BATCH_SIZE = 1024  # images wait for a batch resized (3 MB each at 512x512 in float32): a bound on memory
 MAX_NUM_WORKERS = 4 * (os.cpu_count() or 1)  # each decoding process holds a full-resolution image at most
-
-
-class OptionError(ValueError):
-    """A bad value for a scoring option. `option` is its keyword name in this package (``"batch_size"``,
-    ``"output"``, ...), `value` what was given and `problem` what is wrong and what is accepted; raised before any
-    image is scored."""
-
-    def __init__(self, option: str, value: object, problem: str):
-        super().__init__(f"{option}={value!r}: {problem}")
-        self.option = option
-        self.value = value
-        self.problem = problem
 
 
 def _check_count(option: str, value: object, minimum: int, maximum: int) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
+from ..devices import DTYPES, resolve_device
 from ..image_processing_metaqap import ImageLoadError, MetaQAPImageProcessor, load_image, processor_input_size
 from ..pipeline_image_quality import quality_results
 from .inputs import ImageInput, ImageInputs
@@ -28,7 +29,6 @@ from .options import OptionError, check_counts
 
 __all__ = ["DTYPES", "ImageScorer", "ScoredImage", "resolve_device"]
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _WORKER_DIED = "the decoding process died (a crash or out of memory) while decoding this file"
 
 
@@ -47,43 +47,6 @@ class ScoredImage:
     @property
     def ok(self) -> bool:
         return self.reason is None
-
-
-def _available_devices() -> str:
-    names = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        names += ["cuda", *(f"cuda:{index}" for index in range(torch.cuda.device_count()))]
-    if torch.backends.mps.is_available():
-        names.append("mps")
-    return ", ".join(names)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The torch device for `device`: ``"auto"`` (a GPU when there is one, else the CPU), ``"cpu"``, ``"cuda"``,
-    ``"cuda:N"``, ``"mps"``... Under a multi-process launcher, ``"auto"`` and ``"cuda"`` take the GPU of the
-    process's LOCAL_RANK. Raises `OptionError` for a device this machine does not have."""
-    text = str(device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(text)
-    except (RuntimeError, ValueError, TypeError):
-        raise OptionError("device", text, f"unknown device; accepted here: {_available_devices()}") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise OptionError("device", text, f"no CUDA GPU is available here; accepted here: {_available_devices()}")
-        count = torch.cuda.device_count()
-        index = local_rank % count if resolved.index is None else resolved.index
-        if index >= count:
-            raise OptionError("device", text, f"this machine has {count} GPU(s); accepted here: {_available_devices()}")
-        return torch.device("cuda", index)
-    if resolved.type == "cpu":
-        return resolved
-    backend = getattr(torch.backends, resolved.type, None) or getattr(torch, resolved.type, None)
-    if resolved.type == "meta" or not getattr(backend, "is_available", lambda: False)():
-        raise OptionError("device", text, f"not available here; accepted here: {_available_devices()}")
-    return resolved
 
 
 def _looks_like_path(name: str) -> bool:
