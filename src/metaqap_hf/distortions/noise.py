@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
-from kornia.filters import bilateral_blur
+import math
 
-from ._common import gaussian_kernel_size, level_value, rand, randn
+import torch
+import torch.nn.functional as F
+from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
+
+from ._common import level_value, rand, randn
 
 __all__ = [
     "WHITE_NOISE_STD",
@@ -67,15 +69,37 @@ def multiplicative_noise(images: torch.Tensor, level: int, generator: torch.Gene
     return images * (1.0 + std * randn(images.shape, generator, images.device))
 
 
+def _bilateral_pass(images: torch.Tensor, guide: torch.Tensor, spatial_sigma: float, range_sigma: float, dim: int):
+    """One-dimensional bilateral filter along ``dim`` (2: rows, 3: columns), replicate borders.
+
+    Weights are a Gaussian of the offset times a Gaussian of the summed absolute RGB difference in
+    ``guide``; each offset is one shifted view, so memory stays at a few images whatever the radius.
+    """
+    radius = math.ceil(3.0 * spatial_sigma)
+    length = images.shape[dim]
+    padding = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+    padded_images = F.pad(images, padding, mode="replicate")
+    padded_guide = F.pad(guide, padding, mode="replicate")
+    weighted_sum = torch.zeros_like(images)
+    weight_sum = torch.zeros_like(images[:, :1])
+    for offset in range(-radius, radius + 1):
+        shifted_guide = padded_guide.narrow(dim, radius + offset, length)
+        distance = (shifted_guide - guide).abs().sum(dim=1, keepdim=True)
+        weight = (distance.square() * (-0.5 / range_sigma**2) - 0.5 * (offset / spatial_sigma) ** 2).exp()
+        weighted_sum.addcmul_(weight, padded_images.narrow(dim, radius + offset, length))
+        weight_sum.add_(weight)
+    return weighted_sum / weight_sum
+
+
 def denoise(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noise followed by edge-preserving denoising: smeared texture with residual blotches."""
+    """Noise followed by edge-preserving denoising: smeared texture with residual blotches.
+
+    The denoiser is a separable bilateral filter (rows, then columns), both passes steered by the
+    noisy image: the look of the full 2-D bilateral filter (within 38 dB PSNR of it on photos, see
+    tests/test_distortion_reference.py) at 2 x (6 sigma + 1) instead of (6 sigma + 1)^2 taps.
+    """
     noise_std, spatial_sigma = level_value(DENOISE_SETTINGS, level)
     noisy = (images + noise_std * randn(images.shape, generator, images.device)).clamp(0.0, 1.0)
-    size = gaussian_kernel_size(spatial_sigma)
-    return bilateral_blur(
-        noisy,
-        size,
-        sigma_color=_DENOISE_RANGE_PER_STD * noise_std,
-        sigma_space=(spatial_sigma, spatial_sigma),
-        border_type="replicate",
-    )
+    range_sigma = _DENOISE_RANGE_PER_STD * noise_std
+    rows_filtered = _bilateral_pass(noisy, noisy, spatial_sigma, range_sigma, dim=3)
+    return _bilateral_pass(rows_filtered, noisy, spatial_sigma, range_sigma, dim=2)
