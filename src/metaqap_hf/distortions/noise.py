@@ -70,24 +70,28 @@ def multiplicative_noise(images: torch.Tensor, level: int, generator: torch.Gene
 
 
 def _bilateral_pass(images: torch.Tensor, guide: torch.Tensor, spatial_sigma: float, range_sigma: float, dim: int):
-    """One-dimensional bilateral filter along ``dim`` (2: rows, 3: columns), replicate borders.
+    """One-dimensional bilateral filter along ``dim`` (2: along columns, 3: along rows), borders replicated.
 
-    Weights are a Gaussian of the offset times a Gaussian of the summed absolute RGB difference in
-    ``guide``; each offset is one shifted view, so memory stays at a few images whatever the radius.
+    A neighbour's weight is a Gaussian of its offset times a Gaussian of its summed absolute RGB difference
+    to the centre in ``guide``. That difference is symmetric, so each offset's weights serve the neighbours
+    on both sides; each offset is a shifted view, so memory stays at a few images whatever the radius.
     """
     radius = math.ceil(3.0 * spatial_sigma)
     length = images.shape[dim]
     padding = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
     padded_images = F.pad(images, padding, mode="replicate")
     padded_guide = F.pad(guide, padding, mode="replicate")
-    weighted_sum = torch.zeros_like(images)
-    weight_sum = torch.zeros_like(images[:, :1])
-    for offset in range(-radius, radius + 1):
-        shifted_guide = padded_guide.narrow(dim, radius + offset, length)
-        distance = (shifted_guide - guide).abs().sum(dim=1, keepdim=True)
+    weighted_sum = images.clone()  # the centre weighs 1
+    weight_sum = torch.ones_like(images[:, :1])
+    for offset in range(1, radius + 1):
+        span = padded_guide.shape[dim] - offset
+        distance = (padded_guide.narrow(dim, offset, span) - padded_guide.narrow(dim, 0, span)).abs().sum(1, True)
         weight = (distance.square() * (-0.5 / range_sigma**2) - 0.5 * (offset / spatial_sigma) ** 2).exp()
-        weighted_sum.addcmul_(weight, padded_images.narrow(dim, radius + offset, length))
-        weight_sum.add_(weight)
+        # Padded position q + offset seen from q, and q - offset seen from q, for the image's q.
+        for weight_start, neighbour_start in ((radius, radius + offset), (radius - offset, radius - offset)):
+            neighbour_weight = weight.narrow(dim, weight_start, length)
+            weighted_sum.addcmul_(neighbour_weight, padded_images.narrow(dim, neighbour_start, length))
+            weight_sum.add_(neighbour_weight)
     return weighted_sum / weight_sum
 
 
