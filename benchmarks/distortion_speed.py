@@ -4,10 +4,10 @@ The previous implementation (default: commit 338716b, the last before the batche
 history into a temporary package, so both run in the same process on the same crops of real photos. Old and new
 alternate call by call, so a shared machine's changing load hits both alike; ratios compare medians.
 
-- per type: distorted images/s, levels 1-5 in turn, in this process with --threads threads;
+- per type: distorted images/s, levels 1-5 in turn, in this process with the first of --threads threads;
 - mixed: a random type and level per image (``random_distortion``, the same draws for old and new), in this
-  process and in a pool of --workers processes of one thread each, each distorting its slice of the batch and
-  sending it back (how DataLoader workers would feed a trainer);
+  process at each of --threads, and in a pool of --workers processes of one thread each, each distorting its
+  slice of the batch and sending it back (as DataLoader workers feed a trainer);
 - on CUDA when present: per type and mixed, with --cuda-batch crops per call.
 
     python benchmarks/distortion_speed.py --output benchmarks/results/distortion_speed-2core-cpu.json
@@ -176,7 +176,8 @@ def main() -> None:
     parser.add_argument("--type-batch", type=int, default=4, help="crops per call when timing each type")
     parser.add_argument("--batch", type=int, default=32, help="crops per call when timing mixed types")
     parser.add_argument("--rounds", type=int, default=5, help="timed mixed calls per implementation")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()],
+                        help="torch threads of this process: per type at the first, mixed at each")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes of the worker pool (0: none)")
     parser.add_argument("--cuda-batch", type=int, default=256, help="crops per call on CUDA")
     parser.add_argument("--baseline", default="338716b", help="git commit of the previous implementation")
@@ -187,7 +188,7 @@ def main() -> None:
         parser.error("give a folder of photos with --images (or set METAQAP_PRISTINE_DIR)")
     if args.quick:
         args.type_batch, args.batch, args.rounds, args.cuda_batch = 2, 8, 1, 16
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
 
     with tempfile.TemporaryDirectory(prefix="metaqap-baseline-") as baseline_dir:
         modules = {"previous": load_baseline(args.baseline, Path(baseline_dir)), "current": current}
@@ -208,15 +209,28 @@ def main() -> None:
         print(f"{results['cpu']} ({results['cpu_count']} CPUs), torch {torch.__version__}, crops {args.size} px, "
               f"previous = {args.baseline}")
         results["cpu_per_type"] = per_type_rates(modules, photos[: args.type_batch])
-        print_per_type(f"CPU, {args.threads} thread(s), {args.type_batch} crops per call", results["cpu_per_type"])
+        print_per_type(f"CPU, {args.threads[0]} thread(s), {args.type_batch} crops per call", results["cpu_per_type"])
         print(f"\nmixed types and levels, {args.batch} crops per call, median of {args.rounds} rounds")
-        results["cpu_mixed"] = mixed_rates(modules, photos[: args.batch], args.rounds)
-        print_mixed(f"CPU, {args.threads} thread(s)", results["cpu_mixed"])
+        print(f"{'':30s} {'previous img/s':>15s} {'current img/s':>15s} {'speed-up':>9s}")
+        results["cpu_mixed"] = {}
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            results["cpu_mixed"][f"{threads}_threads"] = mixed_rates(modules, photos[: args.batch], args.rounds)
+            print_mixed(f"CPU, 1 process x {threads} thread(s)", results["cpu_mixed"][f"{threads}_threads"])
+        torch.set_num_threads(args.threads[0])
         if args.workers:
             context = mp.get_context("spawn")
             with context.Pool(args.workers, _start_worker, (baseline_dir, photos[: args.batch])) as pool:
                 results["cpu_workers_mixed"] = pool_rates(pool, list(modules), args.batch, args.workers, args.rounds)
-            print_mixed(f"CPU, {args.workers} workers x 1 thread", results["cpu_workers_mixed"])
+            print_mixed(f"CPU, {args.workers} processes x 1 thread", results["cpu_workers_mixed"])
+            # The previous implementation ran in one process at torch's default thread count (one per CPU).
+            as_it_ran = results["cpu_mixed"].get(f"{os.cpu_count()}_threads")
+            if as_it_ran is not None:
+                results["workers_vs_previous_as_it_ran"] = (
+                    results["cpu_workers_mixed"]["current"]["median"] / as_it_ran["previous"]["median"]
+                )
+                print(f"current in {args.workers} processes x 1 thread against previous in 1 process x "
+                      f"{os.cpu_count()} threads (as it ran): {results['workers_vs_previous_as_it_ran']:.1f}x")
         if torch.cuda.is_available():
             results["cuda_device"] = torch.cuda.get_device_name()
             gpu_photos = photo_crops(Path(args.images), args.cuda_batch, args.size).cuda()
