@@ -8,7 +8,7 @@ alternate call by call, so a shared machine's changing load hits both alike; rat
 - mixed: a random type and level per image (``random_distortion``, the same draws for old and new), in this
   process at each of --threads, and in a pool of --workers processes of one thread each, each distorting its
   slice of the batch and sending it back (as DataLoader workers feed a trainer);
-- on CUDA when present: per type and mixed, with --cuda-batch crops per call.
+- on CUDA when present: per type and mixed, with --cuda-batch crops per call (random draws on the GPU too).
 
     python benchmarks/distortion_speed.py --output benchmarks/results/distortion_speed-2core-cpu.json
     python benchmarks/distortion_speed.py --quick      # a smoke run: small batches, one round
@@ -113,10 +113,10 @@ def per_type_rates(modules: dict, images: torch.Tensor, synchronize: bool = Fals
     for kind in current.DISTORTION_TYPES:
         seconds = {name: 0.0 for name in modules}
         for name, module in modules.items():  # warm-up: kernels, caches, lazy imports
-            module.distort(images[:1], kind, 1, generator=torch.Generator().manual_seed(0))
+            module.distort(images[:1], kind, 1, generator=torch.Generator(images.device).manual_seed(0))
         for level in range(1, current.NUM_LEVELS + 1):
             for name, module in modules.items():
-                generator = torch.Generator().manual_seed(level)
+                generator = torch.Generator(images.device).manual_seed(level)
                 seconds[name] += timed(lambda: module.distort(images, kind, level, generator=generator), synchronize)
         rates[kind] = {name: current.NUM_LEVELS * images.shape[0] / spent for name, spent in seconds.items()}
         rates[kind]["ratio"] = rates[kind]["current"] / rates[kind]["previous"]
@@ -132,11 +132,11 @@ def summarise(per_round: dict[str, list[float]]) -> dict:
 def mixed_rates(modules: dict, images: torch.Tensor, rounds: int, synchronize: bool = False) -> dict:
     """Images/s of ``random_distortion`` over the batch, implementations alternating round by round."""
     for module in modules.values():
-        module.random_distortion(images[:2], generator=torch.Generator().manual_seed(0))
+        module.random_distortion(images[:2], generator=torch.Generator(images.device).manual_seed(0))
     per_round = {name: [] for name in modules}
     for round_index in range(rounds):
         for name, module in modules.items():
-            generator = torch.Generator().manual_seed(round_index)
+            generator = torch.Generator(images.device).manual_seed(round_index)
             spent = timed(lambda: module.random_distortion(images, generator=generator), synchronize)
             per_round[name].append(images.shape[0] / spent)
     return summarise(per_round)

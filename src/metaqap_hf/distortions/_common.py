@@ -134,5 +134,6 @@ def gaussian_filter(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of standard deviation ``sigma`` pixels over +-3 sigma, borders replicated."""
     size = gaussian_kernel_size(sigma)
     if size <= _LARGEST_DIRECT_GAUSSIAN:
-        return gaussian_blur2d(images, (size, size), (sigma, sigma), border_type="replicate")
+        # Contiguous: a channel slice (such as Lab's chroma) filters about 10 times slower on the CPU.
+        return gaussian_blur2d(images.contiguous(), (size, size), (sigma, sigma), border_type="replicate")
     return fft_filter2d(images, get_gaussian_kernel2d((size, size), (sigma, sigma))[0])
