@@ -7,7 +7,7 @@ alternate call by call, so a shared machine's changing load hits both alike; rat
 - per type: distorted images/s, levels 1-5 in turn, in this process with the first of --threads threads;
 - mixed: a random type and level per image (``random_distortion``, the same draws for old and new), in this
   process at each of --threads, and in a pool of --workers processes of one thread each, each distorting its
-  slice of the batch and sending it back (as DataLoader workers feed a trainer);
+  slice of the batch into a shared output batch;
 - on CUDA when present: per type and mixed, with --cuda-batch crops per call (random draws on the GPU too).
 
     python benchmarks/distortion_speed.py --output benchmarks/results/distortion_speed-2core-cpu.json
@@ -89,22 +89,25 @@ def timed(function, synchronize: bool = False) -> float:
     return time.perf_counter() - start
 
 
-# Worker processes: each holds the crops and both implementations, and distorts the slice it is given.
+# Worker processes: each holds both implementations and shares the crops and the output batch with this process,
+# so a slice is distorted in place and nothing but the task travels.
 _worker_state: dict = {}
 
 
-def _start_worker(baseline_dir: str, images: torch.Tensor) -> None:
+def _start_worker(baseline_dir: str, images: torch.Tensor, output: torch.Tensor) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, baseline_dir)
-    _worker_state["modules"] = {"previous": importlib.import_module(BASELINE_PACKAGE), "current": current}
-    _worker_state["images"] = images
+    _worker_state.update(modules={"previous": importlib.import_module(BASELINE_PACKAGE), "current": current},
+                         images=images, output=output)
 
 
-def _distort_slice(task: tuple[str, int, int, int]) -> torch.Tensor:
+def _distort_slice(task: tuple[str, int, int, int]) -> None:
     name, start, stop, seed = task
     module = _worker_state["modules"][name]
     generator = torch.Generator().manual_seed(seed)
-    return module.random_distortion(_worker_state["images"][start:stop], generator=generator)[0]
+    _worker_state["output"][start:stop] = module.random_distortion(
+        _worker_state["images"][start:stop], generator=generator
+    )[0]
 
 
 def per_type_rates(modules: dict, images: torch.Tensor, synchronize: bool = False) -> dict:
@@ -143,7 +146,7 @@ def mixed_rates(modules: dict, images: torch.Tensor, rounds: int, synchronize: b
 
 
 def pool_rates(pool, names: list[str], batch: int, workers: int, rounds: int) -> dict:
-    """Like ``mixed_rates``, with the batch split over the pool's processes and the slices sent back."""
+    """Like ``mixed_rates``, with the batch split over the pool's processes, each writing its slice in place."""
     bounds = [round(batch * index / workers) for index in range(workers + 1)]
     per_round = {name: [] for name in names}
     for round_index in range(-1, rounds):  # round -1 warms the workers up
@@ -220,7 +223,9 @@ def main() -> None:
         torch.set_num_threads(args.threads[0])
         if args.workers:
             context = mp.get_context("spawn")
-            with context.Pool(args.workers, _start_worker, (baseline_dir, photos[: args.batch])) as pool:
+            shared = photos[: args.batch].clone().share_memory_()
+            initargs = (baseline_dir, shared, torch.empty_like(shared).share_memory_())
+            with context.Pool(args.workers, _start_worker, initargs) as pool:
                 results["cpu_workers_mixed"] = pool_rates(pool, list(modules), args.batch, args.workers, args.rounds)
             print_mixed(f"CPU, {args.workers} processes x 1 thread", results["cpu_workers_mixed"])
             # The previous implementation ran in one process at torch's default thread count (one per CPU).
