@@ -4,6 +4,6 @@ Ground-floor room: imports nothing else from metaqap_hf. Used by ``metaqap_hf.pr
 quality-aware pretraining data.
 """
 
-from .registry import DISTORTION_TYPES, NUM_LEVELS, distort, random_distortion
+from .registry import DISTORTION_TYPES, NUM_LEVELS, distort, distort_batch, random_distortion
 
-__all__ = ["DISTORTION_TYPES", "NUM_LEVELS", "distort", "random_distortion"]
+__all__ = ["DISTORTION_TYPES", "NUM_LEVELS", "distort", "distort_batch", "random_distortion"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from kornia.filters import filter2d, gaussian_blur2d, motion_blur as kornia_motion_blur
+from kornia.filters import motion_blur as kornia_motion_blur
 
-from ._common import gaussian_kernel_size, level_value, rand
+from ._common import fft_filter2d, gaussian_filter, level_value, rand
 
 __all__ = [
     "GAUSSIAN_BLUR_SIGMA",
@@ -27,9 +27,7 @@ MOTION_BLUR_LENGTH = (3, 5, 9, 15, 23)
 
 def gaussian_blur(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Isotropic Gaussian blur."""
-    sigma = level_value(GAUSSIAN_BLUR_SIGMA, level)
-    size = gaussian_kernel_size(sigma)
-    return gaussian_blur2d(images, (size, size), (sigma, sigma), border_type="replicate")
+    return gaussian_filter(images, level_value(GAUSSIAN_BLUR_SIGMA, level))
 
 
 def disk_kernel(radius: float, supersampling: int = 8) -> torch.Tensor:
@@ -43,9 +41,11 @@ def disk_kernel(radius: float, supersampling: int = 8) -> torch.Tensor:
 
 
 def lens_blur(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Defocus blur: convolution with a uniform disk (the point spread function of an out-of-focus lens)."""
-    kernel = disk_kernel(level_value(LENS_BLUR_RADIUS, level)).to(images)
-    return filter2d(images, kernel[None], border_type="replicate")
+    """Defocus blur: convolution with a uniform disk (the point spread function of an out-of-focus lens).
+
+    The disk is not separable, so the convolution runs through the FFT.
+    """
+    return fft_filter2d(images, disk_kernel(level_value(LENS_BLUR_RADIUS, level)))
 
 
 def motion_blur(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -6,10 +6,9 @@ import math
 
 import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
-from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import translate
 
-from ._common import gaussian_kernel_size, level_value, rand, randint
+from ._common import gaussian_filter, level_value, rand, randint
 
 __all__ = [
     "COLOR_DIFFUSION_SIGMA",
@@ -37,14 +36,14 @@ COLOR_SATURATION_2_FACTOR = (1.3, 1.6, 2.0, 2.6, 3.4)
 
 _KMEANS_SAMPLE_PIXELS = 4096
 _KMEANS_ITERATIONS = 12
+# Pixels per block of the nearest-colour search: its distance matrix then stays in the CPU's cache.
+_NEAREST_BLOCK_PIXELS = 8192
 
 
 def color_diffusion(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Colour bleeding: blur the Lab chroma channels while keeping lightness sharp."""
-    sigma = level_value(COLOR_DIFFUSION_SIGMA, level)
-    size = gaussian_kernel_size(sigma)
     lab = rgb_to_lab(images)
-    chroma = gaussian_blur2d(lab[:, 1:], (size, size), (sigma, sigma), border_type="replicate")
+    chroma = gaussian_filter(lab[:, 1:], level_value(COLOR_DIFFUSION_SIGMA, level))
     return lab_to_rgb(torch.cat([lab[:, :1], chroma], dim=1))
 
 
@@ -55,6 +54,22 @@ def color_shift(images: torch.Tensor, level: int, generator: torch.Generator | N
     offsets = distance * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     green = translate(images[:, 1:2], offsets.to(images), mode="bilinear", padding_mode="border")
     return torch.cat([images[:, :1], green, images[:, 2:]], dim=1)
+
+
+def _nearest_color(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """Index (B, N) of the palette colour (B, K, 3) nearest to each pixel (B, N, 3) in Euclidean distance.
+
+    Minimises ``|c|^2 - 2 p.c`` (the squared distance less the pixel's own ``|p|^2``), block by block.
+    """
+    squared_norms = palette.square().sum(dim=-1)[:, None, :]
+    transposed = palette.transpose(1, 2)
+    return torch.cat(
+        [
+            torch.baddbmm(squared_norms, block, transposed, alpha=-2.0).argmin(dim=-1)
+            for block in pixels.split(_NEAREST_BLOCK_PIXELS, dim=1)
+        ],
+        dim=1,
+    )
 
 
 def _kmeans_palette(pixels: torch.Tensor, colors: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -68,7 +83,7 @@ def _kmeans_palette(pixels: torch.Tensor, colors: int, generator: torch.Generato
     sample = torch.gather(pixels, 1, sample_index[..., None].expand(-1, -1, 3))
     centres = sample[:, :colors].clone()
     for _ in range(_KMEANS_ITERATIONS):
-        assignment = torch.cdist(sample, centres).argmin(dim=-1)
+        assignment = _nearest_color(sample, centres)
         one_hot = torch.nn.functional.one_hot(assignment, centres.shape[1]).to(sample.dtype)
         sums = one_hot.transpose(1, 2) @ sample
         sizes = one_hot.sum(dim=1)[..., None]
@@ -82,7 +97,7 @@ def color_quantization(images: torch.Tensor, level: int, generator: torch.Genera
     batch, channels, height, width = images.shape
     pixels = images.flatten(2).transpose(1, 2)
     palette = _kmeans_palette(pixels, colors, generator)
-    nearest = torch.cdist(pixels, palette).argmin(dim=-1)
+    nearest = _nearest_color(pixels, palette)
     quantized = torch.gather(palette, 1, nearest[..., None].expand(-1, -1, channels))
     return quantized.transpose(1, 2).reshape(batch, channels, height, width)
 

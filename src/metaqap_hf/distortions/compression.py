@@ -1,12 +1,20 @@
-"""Compression distortions: JPEG (torchvision codec) and JPEG 2000 (Pillow/OpenJPEG round trip)."""
+"""Compression distortions: JPEG (torchvision codec) and a JPEG 2000-like wavelet coder in torch.
+
+JPEG runs the real codec on the images' device (libjpeg on CPU, nvJPEG for CUDA tensors). There is no
+JPEG 2000 codec on a GPU, and OpenJPEG through Pillow costs about 0.1 s per 384-px image on a CPU core,
+so ``jpeg2000`` reproduces the codec's irreversible path in batched tensor code instead: colour
+transform, 5-level CDF 9/7 wavelet, a dead-zone quantiser whose step meets the compression ratio under
+a bit-count model calibrated on OpenJPEG, and the inverse. Its PSNR per level stays within about 1 dB
+of OpenJPEG's on 128-384 px photos (tests/test_distortion_reference.py).
+"""
 
 from __future__ import annotations
 
-import io
+import functools
+import math
 
-import numpy as np
 import torch
-from PIL import Image, features
+import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from ._common import level_value
@@ -23,6 +31,20 @@ JPEG_QUALITY = (45, 22, 12, 7, 3)
 # JPEG 2000 compression ratio (raw 24-bit size / code-stream size) per level.
 JPEG2000_COMPRESSION_RATIO = (12, 24, 48, 90, 160)
 
+# CDF 9/7 lifting weights and scaling of JPEG 2000 Part 1's irreversible wavelet.
+_LIFTING_WEIGHTS = (-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971)
+_LIFTING_SCALE = 1.230174104914001
+_DECOMPOSITIONS = 5
+# Rate model, fitted to OpenJPEG (Pillow, quality_mode="rates") on pristine photos of 128-384 px: a
+# coefficient quantised to q != 0 costs this many bits plus log2|q|; zeros are free; the code-stream
+# headers take a fixed number of bytes out of the budget.
+_BITS_PER_SIGNIFICANT_COEFFICIENT = 11.0
+_HEADER_BYTES = 250
+# Candidate quantiser steps: a log2 grid, searched for all images at once from a histogram.
+_STEPS_PER_OCTAVE = 16
+_LOWEST_STEP_OCTAVE = -6
+_STEP_OCTAVES = 20
+
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.mul(255.0).round().clamp(0, 255).to(torch.uint8)
@@ -37,24 +59,148 @@ def jpeg(images: torch.Tensor, level: int, generator: torch.Generator | None = N
     return torch.stack(decoded).to(images.dtype) / 255.0
 
 
-def jpeg2000(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """JPEG 2000 encode/decode, one image at a time through Pillow's OpenJPEG codec.
+def _predict(target: torch.Tensor, source: torch.Tensor, weight: float, dim: int) -> None:
+    """In place: target[n] += weight * (source[n] + source[n + 1]), the source mirrored past its end."""
+    length = source.shape[dim]
+    pairs = source.narrow(dim, 0, length - 1) + source.narrow(dim, 1, length - 1)
+    target.narrow(dim, 0, length - 1).add_(pairs, alpha=weight)
+    target.narrow(dim, length - 1, 1).add_(source.narrow(dim, length - 1, 1), alpha=2 * weight)
 
-    There is no torch JPEG 2000 codec, so this type runs on the CPU whatever the images' device
-    (the only distortion that does) and is the slowest of the 25.
+
+def _update(target: torch.Tensor, source: torch.Tensor, weight: float, dim: int) -> None:
+    """In place: target[n] += weight * (source[n - 1] + source[n]), the source mirrored before its start."""
+    length = source.shape[dim]
+    pairs = source.narrow(dim, 0, length - 1) + source.narrow(dim, 1, length - 1)
+    target.narrow(dim, 1, length - 1).add_(pairs, alpha=weight)
+    target.narrow(dim, 0, 1).add_(source.narrow(dim, 0, 1), alpha=2 * weight)
+
+
+def _analysis(signal: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CDF 9/7 step along ``dim`` (even length): the low-pass and high-pass halves."""
+    even_index = torch.arange(0, signal.shape[dim], 2, device=signal.device)
+    low, high = signal.index_select(dim, even_index), signal.index_select(dim, even_index + 1)
+    first, second, third, fourth = _LIFTING_WEIGHTS
+    _predict(high, low, first, dim)
+    _update(low, high, second, dim)
+    _predict(high, low, third, dim)
+    _update(low, high, fourth, dim)
+    return low.mul_(1.0 / _LIFTING_SCALE), high.mul_(_LIFTING_SCALE)
+
+
+def _synthesis(low: torch.Tensor, high: torch.Tensor, dim: int) -> torch.Tensor:
+    """Inverse of ``_analysis``: interleave the halves back into one signal."""
+    first, second, third, fourth = _LIFTING_WEIGHTS
+    even, odd = low * _LIFTING_SCALE, high * (1.0 / _LIFTING_SCALE)
+    _update(even, odd, -fourth, dim)
+    _predict(odd, even, -third, dim)
+    _update(even, odd, -second, dim)
+    _predict(odd, even, -first, dim)
+    return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+
+
+def _wavelet(images: torch.Tensor, levels: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+    """Mallat decomposition: the coarsest LL band and, finest first, each level's (LH, HL, HH) bands."""
+    details = []
+    low = images
+    for _ in range(levels):
+        column_low, column_high = _analysis(low, 3)
+        low, low_high = _analysis(column_low, 2)
+        high_low, high_high = _analysis(column_high, 2)
+        details.append((low_high, high_low, high_high))
+    return low, details
+
+
+def _inverse_wavelet(low: torch.Tensor, details: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    for low_high, high_low, high_high in reversed(details):
+        low = _synthesis(_synthesis(low, low_high, 2), _synthesis(high_low, high_high, 2), 3)
+    return low
+
+
+@functools.lru_cache(maxsize=None)
+def _band_gains(levels: int) -> tuple[float, list[tuple[float, float, float]]]:
+    """L2 norm of one coefficient's synthesised image, per band: a step divided by it gives every band
+    the same squared error per unit step (the MSE-optimal allocation of JPEG 2000's rate control)."""
+    size = 2 ** (levels + 4)
+    low, details = _wavelet(torch.zeros(1, 1, size, size, dtype=torch.float64), levels)
+
+    def gain(band: torch.Tensor) -> float:
+        band[..., band.shape[-2] // 2, band.shape[-1] // 2] = 1.0
+        norm = _inverse_wavelet(low, details).norm().item()
+        band.zero_()
+        return norm
+
+    return gain(low), [tuple(gain(band) for band in bands) for bands in details]
+
+
+def _quantizer_steps(magnitudes: torch.Tensor, budget_bits: float) -> torch.Tensor:
+    """Per image, the smallest step on the log2 grid whose modelled code size fits ``budget_bits``.
+
+    Args:
+        magnitudes: (B, N) gain-weighted absolute coefficients.
     """
-    if not features.check("jpg_2000"):
-        raise RuntimeError("The jpeg2000 distortion needs Pillow built with OpenJPEG (PIL.features 'jpg_2000').")
+    batch = magnitudes.shape[0]
+    grid_size = _STEPS_PER_OCTAVE * _STEP_OCTAVES
+    octave = magnitudes.clamp(min=2.0**_LOWEST_STEP_OCTAVE).log2()
+    bins = ((octave - _LOWEST_STEP_OCTAVE) * _STEPS_PER_OCTAVE).floor().clamp(max=grid_size - 1).long()
+    counts = torch.zeros(batch, grid_size, device=magnitudes.device).scatter_add_(1, bins, torch.ones_like(octave))
+    grid = _LOWEST_STEP_OCTAVE + torch.arange(grid_size, device=magnitudes.device) / _STEPS_PER_OCTAVE
+    centres = grid + 0.5 / _STEPS_PER_OCTAVE
+    # For the step 2**grid[i]: the coefficients at or above it, and the sum of their log2 magnitudes.
+    significant = counts.flip(1).cumsum(1).flip(1)
+    log_sum = (counts * centres).flip(1).cumsum(1).flip(1)
+    bits = _BITS_PER_SIGNIFICANT_COEFFICIENT * significant + log_sum - grid * significant
+    fits = bits <= budget_bits
+    # No step fits a budget the headers alone exhaust: the coarsest step, as the codec's floor.
+    index = torch.where(fits.any(dim=1), fits.float().argmax(dim=1), grid_size - 1)
+    return (2.0 ** grid[index]).view(batch, 1, 1, 1)
+
+
+def _dead_zone(coefficients: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Quantise and dequantise: magnitudes below one step vanish, others return to their bin's middle."""
+    bins = (coefficients.abs() / step).floor()
+    return torch.where(bins > 0, coefficients.sign() * (bins + 0.5) * step, torch.zeros_like(coefficients))
+
+
+def jpeg2000(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """JPEG 2000-like compression at the level's ratio: blur and ringing from zeroed wavelet detail."""
     ratio = level_value(JPEG2000_COMPRESSION_RATIO, level)
-    pixels = _to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
-    decoded = []
-    for array in pixels:
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(
-            buffer, format="JPEG2000", quality_mode="rates", quality_layers=[ratio], irreversible=True
-        )
-        buffer.seek(0)
-        with Image.open(buffer) as reopened:
-            decoded.append(np.asarray(reopened.convert("RGB")))
-    stacked = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2)
-    return stacked.to(device=images.device, dtype=images.dtype) / 255.0
+    batch, _, height, width = images.shape
+    red, green, blue = _to_uint8(images).float().unbind(1)
+    ycbcr = torch.stack(  # the codec's irreversible colour transform, on level-shifted 8-bit samples
+        [
+            0.299 * red + 0.587 * green + 0.114 * blue - 128.0,
+            -0.16875 * red - 0.33126 * green + 0.5 * blue,
+            0.5 * red - 0.41869 * green - 0.08131 * blue,
+        ],
+        dim=1,
+    )
+    levels = min(_DECOMPOSITIONS, int(math.log2(min(height, width))))
+    multiple = 2**levels
+    # Mirror the image out to whole blocks of the coarsest level (the codec's symmetric extension).
+    pad_bottom, pad_right = -height % multiple, -width % multiple
+    if pad_bottom or pad_right:
+        ycbcr = F.pad(ycbcr, (0, pad_right, 0, pad_bottom), mode="reflect")
+    low, details = _wavelet(ycbcr, levels)
+    low_gain, detail_gains = _band_gains(levels)
+    weighted = [low.flatten(1) * low_gain] + [
+        band.flatten(1) * gain for bands, gains in zip(details, detail_gains) for band, gain in zip(bands, gains)
+    ]
+    padded_area = ycbcr.shape[-2] * ycbcr.shape[-1]
+    budget_bits = (24.0 * height * width / ratio - 8.0 * _HEADER_BYTES) * padded_area / (height * width)
+    step = _quantizer_steps(torch.cat(weighted, dim=1).abs(), budget_bits)
+    low = _dead_zone(low, step / low_gain)
+    details = [
+        tuple(_dead_zone(band, step / gain) for band, gain in zip(bands, gains))
+        for bands, gains in zip(details, detail_gains)
+    ]
+    luma, blue_difference, red_difference = _inverse_wavelet(low, details)[..., :height, :width].unbind(1)
+    luma = luma + 128.0
+    rgb = torch.stack(
+        [
+            luma + 1.402 * red_difference,
+            luma - 0.34413 * blue_difference - 0.71414 * red_difference,
+            luma + 1.772 * blue_difference,
+        ],
+        dim=1,
+    )
+    return rgb.round().clamp(0, 255).to(images.dtype) / 255.0

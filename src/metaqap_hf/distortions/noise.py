@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
-from kornia.filters import bilateral_blur
+import math
 
-from ._common import gaussian_kernel_size, level_value, rand, randn
+import torch
+import torch.nn.functional as F
+from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
+
+from ._common import level_value, rand, randn
 
 __all__ = [
     "WHITE_NOISE_STD",
@@ -67,15 +69,41 @@ def multiplicative_noise(images: torch.Tensor, level: int, generator: torch.Gene
     return images * (1.0 + std * randn(images.shape, generator, images.device))
 
 
+def _bilateral_pass(images: torch.Tensor, guide: torch.Tensor, spatial_sigma: float, range_sigma: float, dim: int):
+    """One-dimensional bilateral filter along ``dim`` (2: along columns, 3: along rows), borders replicated.
+
+    A neighbour's weight is a Gaussian of its offset times a Gaussian of its summed absolute RGB difference
+    to the centre in ``guide``. That difference is symmetric, so each offset's weights serve the neighbours
+    on both sides; each offset is a shifted view, so memory stays at a few images whatever the radius.
+    """
+    radius = math.ceil(3.0 * spatial_sigma)
+    length = images.shape[dim]
+    padding = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+    padded_images = F.pad(images, padding, mode="replicate")
+    padded_guide = F.pad(guide, padding, mode="replicate")
+    weighted_sum = images.clone()  # the centre weighs 1
+    weight_sum = torch.ones_like(images[:, :1])
+    for offset in range(1, radius + 1):
+        span = padded_guide.shape[dim] - offset
+        distance = (padded_guide.narrow(dim, offset, span) - padded_guide.narrow(dim, 0, span)).abs().sum(1, True)
+        weight = (distance.square() * (-0.5 / range_sigma**2) - 0.5 * (offset / spatial_sigma) ** 2).exp()
+        # Padded position q + offset seen from q, and q - offset seen from q, for the image's q.
+        for weight_start, neighbour_start in ((radius, radius + offset), (radius - offset, radius - offset)):
+            neighbour_weight = weight.narrow(dim, weight_start, length)
+            weighted_sum.addcmul_(neighbour_weight, padded_images.narrow(dim, neighbour_start, length))
+            weight_sum.add_(neighbour_weight)
+    return weighted_sum / weight_sum
+
+
 def denoise(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noise followed by edge-preserving denoising: smeared texture with residual blotches."""
+    """Noise followed by edge-preserving denoising: smeared texture with residual blotches.
+
+    The denoiser is a separable bilateral filter (along rows, then along columns), both passes steered
+    by the noisy image: the look of the full 2-D bilateral filter (35-52 dB PSNR to its output, level 5
+    to level 1; tests/test_distortion_reference.py) at 2 x (6 sigma + 1) taps instead of (6 sigma + 1)^2.
+    """
     noise_std, spatial_sigma = level_value(DENOISE_SETTINGS, level)
     noisy = (images + noise_std * randn(images.shape, generator, images.device)).clamp(0.0, 1.0)
-    size = gaussian_kernel_size(spatial_sigma)
-    return bilateral_blur(
-        noisy,
-        size,
-        sigma_color=_DENOISE_RANGE_PER_STD * noise_std,
-        sigma_space=(spatial_sigma, spatial_sigma),
-        border_type="replicate",
-    )
+    range_sigma = _DENOISE_RANGE_PER_STD * noise_std
+    rows_filtered = _bilateral_pass(noisy, noisy, spatial_sigma, range_sigma, dim=3)
+    return _bilateral_pass(rows_filtered, noisy, spatial_sigma, range_sigma, dim=2)

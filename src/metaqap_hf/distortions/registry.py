@@ -7,14 +7,14 @@ positions) come from the optional ``torch.Generator``, so a seeded generator rep
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from . import blur, brightness, color, compression, noise, sharpness, spatial
 from ._common import NUM_LEVELS, randint
 
-__all__ = ["DISTORTION_TYPES", "NUM_LEVELS", "distort", "random_distortion"]
+__all__ = ["DISTORTION_TYPES", "NUM_LEVELS", "distort", "distort_batch", "random_distortion"]
 
 DistortionFunction = Callable[[torch.Tensor, int, "torch.Generator | None"], torch.Tensor]
 
@@ -81,12 +81,77 @@ def distort(
     return distorted.clamp(0.0, 1.0).to(images.dtype)
 
 
+def _type_indices(kinds: Sequence[str] | torch.Tensor, batch: int) -> torch.Tensor:
+    """Type indices (B,) on the CPU from names or indices into ``DISTORTION_TYPES``."""
+    if isinstance(kinds, torch.Tensor):
+        indices = kinds.detach().cpu().long().flatten()
+        unknown = indices[(indices < 0) | (indices >= len(DISTORTION_TYPES))].tolist()
+        if unknown:
+            raise ValueError(f"Distortion type indices must lie in [0, {len(DISTORTION_TYPES)}); got {unknown[:3]}.")
+    else:
+        unknown = [kind for kind in kinds if kind not in _DISTORTIONS]
+        if unknown:
+            raise ValueError(f"Unknown distortion {unknown[0]!r}; expected one of {', '.join(DISTORTION_TYPES)}.")
+        indices = torch.tensor([DISTORTION_TYPES.index(kind) for kind in kinds], dtype=torch.long)
+    if indices.numel() != batch:
+        raise ValueError(f"Got {indices.numel()} distortion types for a batch of {batch} images.")
+    return indices
+
+
+def _level_values(levels: Sequence[int] | torch.Tensor, batch: int) -> torch.Tensor:
+    """Levels (B,) on the CPU, each an integer from 1 to ``NUM_LEVELS``."""
+    if isinstance(levels, torch.Tensor):
+        if levels.is_floating_point() or levels.dtype == torch.bool:
+            raise ValueError(f"Distortion levels must be integers from 1 to {NUM_LEVELS}; got dtype {levels.dtype}.")
+        values = levels.detach().cpu().long().flatten()
+    else:
+        bad = [level for level in levels if isinstance(level, bool) or not isinstance(level, int)]
+        if bad:
+            raise ValueError(f"Distortion levels must be integers from 1 to {NUM_LEVELS}; got {bad[0]!r}.")
+        values = torch.tensor(list(levels), dtype=torch.long)
+    if values.numel() != batch:
+        raise ValueError(f"Got {values.numel()} distortion levels for a batch of {batch} images.")
+    outside = values[(values < 1) | (values > NUM_LEVELS)].tolist()
+    if outside:
+        raise ValueError(f"Distortion levels must be integers from 1 to {NUM_LEVELS}; got {outside[0]}.")
+    return values
+
+
+def distort_batch(
+    images: torch.Tensor,
+    kinds: Sequence[str] | torch.Tensor,
+    levels: Sequence[int] | torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Distort each image of a batch with its own type and level, on the batch's device.
+
+    Args:
+        images: float tensor (B, 3, H, W) with values on [0, 1], on any device.
+        kinds: B type names, or a long tensor (B,) of indices into ``DISTORTION_TYPES``.
+        levels: B severities from 1 to 5, as a sequence or a long tensor (B,).
+        generator: source of the random choices; the same seeded generator state gives the same output.
+
+    Returns:
+        Tensor of the input's shape, dtype and device, clamped to [0, 1]. Images that share a (type,
+        level) are processed together as one sub-batch, in the order of (type index, level).
+    """
+    _check_images(images)
+    batch = images.shape[0]
+    type_per_image = _type_indices(kinds, batch)
+    level_per_image = _level_values(levels, batch)
+    distorted = torch.empty_like(images)
+    pairs = torch.stack([type_per_image, level_per_image], dim=1)
+    for kind_id, level in torch.unique(pairs, dim=0).tolist():
+        members = ((type_per_image == kind_id) & (level_per_image == level)).nonzero().flatten().to(images.device)
+        distorted[members] = distort(images[members], DISTORTION_TYPES[kind_id], level, generator=generator)
+    return distorted
+
+
 def random_distortion(
     images: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """Distort each image with its own uniformly drawn type and level.
-
-    Images that drew the same (type, level) are processed together as one sub-batch.
+    """Distort each image with its own uniformly drawn type and level (see ``distort_batch``).
 
     Returns:
         ``(distorted, kinds, levels)``: the distorted batch, the type name of each image, and a long
@@ -96,10 +161,6 @@ def random_distortion(
     batch = images.shape[0]
     kind_index = randint(len(DISTORTION_TYPES), (batch,), generator, torch.device("cpu"))
     levels = randint(NUM_LEVELS, (batch,), generator, torch.device("cpu")) + 1
-    distorted = torch.empty_like(images)
-    pairs = torch.stack([kind_index, levels], dim=1)
-    for kind_id, level in torch.unique(pairs, dim=0).tolist():
-        members = ((kind_index == kind_id) & (levels == level)).nonzero().flatten().to(images.device)
-        distorted[members] = distort(images[members], DISTORTION_TYPES[kind_id], level, generator=generator)
+    distorted = distort_batch(images, kind_index, levels, generator=generator)
     kinds = [DISTORTION_TYPES[index] for index in kind_index.tolist()]
     return distorted, kinds, levels.to(images.device)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
-from kornia.filters import gaussian_blur2d
 
-from ._common import gaussian_kernel_size, level_value, luma, random_signs
+from ._common import gaussian_filter, level_value, luma, random_signs
 
 __all__ = [
     "HIGH_SHARPEN_AMOUNT",
@@ -27,10 +26,9 @@ _SHARPEN_SIGMA = 1.5
 def high_sharpen(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Over-sharpening with an unsharp mask on luma: halos around edges, amplified texture and noise."""
     amount = level_value(HIGH_SHARPEN_AMOUNT, level)
-    size = gaussian_kernel_size(_SHARPEN_SIGMA)
     ycbcr = rgb_to_ycbcr(images)
     y = ycbcr[:, :1]
-    blurred = gaussian_blur2d(y, (size, size), (_SHARPEN_SIGMA, _SHARPEN_SIGMA), border_type="replicate")
+    blurred = gaussian_filter(y, _SHARPEN_SIGMA)
     return ycbcr_to_rgb(torch.cat([y + amount * (y - blurred), ycbcr[:, 1:]], dim=1))
 
 
