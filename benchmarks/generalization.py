@@ -47,7 +47,7 @@ import metaqap_hf  # noqa: F401  (registers the image-quality pipeline)
 from metaqap_hf.data import load_biq2021
 from metaqap_hf.data.images import image_column, load_dataset_image
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort
-from metaqap_hf.image_processing_metaqap import load_image_tensor
+from metaqap_hf.image_utils import load_image_tensor
 from metaqap_hf.pretraining.dataset import find_images
 
 SUBSETS = ("ss01", "ss02", "ss03")

@@ -9,7 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metaqap_hf"
 # The core files and what they must never import: the model knows nothing of training, data, the hub or the CLI.
-CORE = ("configuration_metaqap", "modeling_metaqap", "image_processing_metaqap", "pipeline_image_quality", "losses")
+CORE = ("configuration_metaqap", "modeling_metaqap", "image_processing_metaqap", "image_utils", "pipeline_image_quality",
+        "losses", "deprecation")
 NOT_FOR_CORE = ("training", "pretraining", "data", "hub", "scoring", "evaluation", "factory", "weights", "files")
 
 

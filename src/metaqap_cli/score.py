@@ -19,7 +19,7 @@ from metaqap_hf.scoring import (
     score_to_output,
 )
 from metaqap_hf.scoring.options import MAX_BATCH_SIZE, MAX_NUM_WORKERS
-from metaqap_hf.scoring.scorer import DTYPES
+from metaqap_hf.devices import DTYPES
 
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOTHING_SCORED, EXIT_OK, EXIT_SKIPPED, command_parser
 

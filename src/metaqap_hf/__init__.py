@@ -22,12 +22,8 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_metaqap import LITE_BACKBONES, MetaQAPConfig
-from .image_processing_metaqap import (
-    ImageLoadError,
-    MetaQAPImageProcessor,
-    MetaQAPImageProcessorPil,
-    load_image,
-)
+from .image_processing_metaqap import MetaQAPImageProcessor, MetaQAPImageProcessorPil
+from .image_utils import ImageLoadError, load_image
 from .modeling_metaqap import ImageQualityOutput, MetaQAPModel, MetaQAPPreTrainedModel
 from .pipeline_image_quality import ImageQualityPipeline
 from .quality_loss import QualityLoss

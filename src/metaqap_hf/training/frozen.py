@@ -27,10 +27,11 @@ from tqdm.auto import tqdm
 
 from ..data import DatasetSource, load_dataset_source
 from ..data.splits import VALIDATION_FRACTION
-from ..data.images import ImageInput, image_column, image_identity, load_dataset_image
+from ..data.images import DatasetImage, image_column, image_identity, load_dataset_image
 from ..factory import create_model
 from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
 from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..image_utils import pixel_values
 from ..losses import get_loss
 from ..metrics import compute_iqa_metrics, srocc
 from ..modeling_metaqap import MetaQAPModel, QualityHead
@@ -241,7 +242,7 @@ def _card_facts(source: DatasetSource, report: dict, model: MetaQAPModel, recipe
 
 # Features
 
-def _cache_key(model: MetaQAPModel, index: int, images: Sequence[ImageInput], dtype: torch.dtype) -> str:
+def _cache_key(model: MetaQAPModel, index: int, images: Sequence[DatasetImage], dtype: torch.dtype) -> str:
     """Features depend on the backbone's spec and weights, the precision and the images (`image_identity`: a
     file's path, size and modification time, or the hash of embedded bytes)."""
     spec = model.config.backbones[index]
@@ -257,7 +258,7 @@ def _cache_key(model: MetaQAPModel, index: int, images: Sequence[ImageInput], dt
 def extract_features(
     model: MetaQAPModel,
     image_processor,
-    images: Sequence[ImageInput],
+    images: Sequence[DatasetImage],
     index: int,
     *,
     batch_size: int = 16,
@@ -266,8 +267,8 @@ def extract_features(
     desc: str | None = None,
 ) -> np.ndarray:
     """Features (N, D) float32 of backbone `index` for every image (file paths, or items of a datasets ``Image``
-    column: `metaqap_hf.data.image_column`), decoded and processed exactly as at inference (`load_image` + the image
-    processor). With `cache_dir`, a result is saved there keyed by backbone spec and weights, dtype and images, and
+    column: `metaqap_hf.data.image_column`), decoded and processed exactly as at inference
+    (`metaqap_hf.image_utils.pixel_values`). With `cache_dir`, a result is saved there keyed by backbone spec and weights, dtype and images, and
     reused."""
     cache_file = None
     if cache_dir is not None:
@@ -281,9 +282,9 @@ def extract_features(
     for start in tqdm(range(0, len(images), batch_size), desc=desc or model.config.backbone_ids[index],
                       unit="batch"):
         decoded = [load_dataset_image(image) for image in images[start:start + batch_size]]
-        pixel_values = image_processor(images=decoded, return_tensors="pt")["pixel_values"].to(device)
+        batch = pixel_values(decoded, image_processor).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            chunks.append(model.base_features(pixel_values, index).float().cpu().numpy())
+            chunks.append(model.base_features(batch, index).float().cpu().numpy())
     features = np.concatenate(chunks)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
