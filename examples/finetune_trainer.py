@@ -11,7 +11,7 @@ validation figures on it) to <output-dir>/best.
 import argparse
 import json
 
-from metaqap_hf.hub import ModelCardFacts, card_evaluation, command_line, write_model_card
+from metaqap_hf.cards import ModelCardFacts, card_evaluation, command_line, write_model_card
 from metaqap_hf.training import MetaQAPTrainer, prepare_finetuning, quality_training_arguments
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -19,6 +19,7 @@ from transformers import pipeline
 
 from metaqap_cli import main
 from metaqap_hf import DEFAULT_MODEL_PATH, MetaQAPImageProcessor, MetaQAPImageProcessorPil, MetaQAPModel
+from metaqap_hf.cards import ModelCardFacts, save_checkpoint
 from metaqap_hf.image_utils import load_image, pixel_values, rescale_pixels, resize_pixels
 from metaqap_hf.scoring import ImageScorer
 
@@ -80,6 +81,12 @@ def test_pixel_values_are_the_processors_own_bit_for_bit(processor_class):
     ("metaqap_hf.scoring.scorer", "DTYPES", "metaqap_hf.devices", "DTYPES"),
     ("metaqap_hf.scoring", "resolve_device", "metaqap_hf.devices", "resolve_device"),
     ("metaqap_hf.data.images", "ImageInput", "metaqap_hf.data.images", "DatasetImage"),
+    ("metaqap_hf.hub", "write_model_card", "metaqap_hf.cards", "write_model_card"),
+    ("metaqap_hf.hub", "ModelCardFacts", "metaqap_hf.cards", "ModelCardFacts"),
+    ("metaqap_hf.training", "predict", "metaqap_hf.evaluation", "predict"),
+    ("metaqap_hf.training.loop", "Predictions", "metaqap_hf.evaluation", "Predictions"),
+    ("metaqap_hf.training.checkpointing", "save_checkpoint", "metaqap_hf.training.checkpointing",
+     "save_training_state"),
 ])
 def test_moved_names_still_import_from_their_old_place_with_a_warning(old_module, name, new_module, new_name):
     with pytest.warns(DeprecationWarning, match=rf"{old_module}\.{name} moved to {new_module}\.{new_name}"):
@@ -90,11 +97,12 @@ def test_moved_names_still_import_from_their_old_place_with_a_warning(old_module
 
 
 def test_a_checkpoint_saved_by_0_1_scores_the_same_saved_again(tmp_path):
-    """The bundled model was written by 0.1.0; saved again by this version, it loads and scores identically."""
+    """The bundled model was written by 0.1.0; saved again by this version (`save_checkpoint`), it loads and scores
+    identically."""
     assert json.loads((DEFAULT_MODEL_PATH / "config.json").read_text())["model_type"] == "metaqap"
-    resaved = tmp_path / "resaved"
-    MetaQAPModel.from_pretrained(DEFAULT_MODEL_PATH).save_pretrained(resaved)
-    MetaQAPImageProcessor.from_pretrained(DEFAULT_MODEL_PATH).save_pretrained(resaved)
+    resaved = save_checkpoint(MetaQAPModel.from_pretrained(DEFAULT_MODEL_PATH),
+                              MetaQAPImageProcessor.from_pretrained(DEFAULT_MODEL_PATH), tmp_path / "resaved",
+                              ModelCardFacts(training_dataset="BIQ2021", training_command="resaved by this test"))
     photos = [str(PHOTOS[0])]
     old = pipeline("image-quality", model=str(DEFAULT_MODEL_PATH))(photos)
     new = pipeline("image-quality", model=str(resaved))(photos)

@@ -9,7 +9,7 @@ library's own defaults and calls the library. One module per command group:
     evaluate.py     evaluate                            metaqap_hf.evaluation
     weights.py      weights fetch | list                metaqap_hf.weights
     data.py         data prepare | push                 metaqap_hf.data, metaqap_hf.hub
-    hub.py          push, card lint                     metaqap_hf.hub
+    hub.py          push, card lint | render            metaqap_hf.hub, metaqap_hf.cards
     distortions.py  distortions contact-sheet           metaqap_hf.pretraining
 
 Errors a user can act on are printed as one `error: ...` line with a non-zero exit status, never as a traceback

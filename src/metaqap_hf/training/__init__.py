@@ -3,7 +3,7 @@ crash-safe checkpoints, exact resumption), a thin `transformers.Trainer` integra
 the frozen-feature recipe of the default model, and the meta-learner (stacking).
 
     data.py          (image, MOS) datasets, collator, quality-preserving augmentation, decoded-image cache
-    loop.py          train_with_accelerate and its arguments; predict; set_trainable; the metrics log
+    loop.py          train_with_accelerate and its arguments; set_trainable; the metrics log
     checkpointing.py crash-safe checkpoint folders
     finetune.py      finetune(): any dataset -> a fine-tuned checkpoint (`metaqap train`)
     trainer.py       MetaQAPTrainer, quality_training_arguments
@@ -15,6 +15,7 @@ the frozen-feature recipe of the default model, and the meta-learner (stacking).
     >>> result = finetune("mydata/scores.csv", "runs/mine", mos_range=(1, 5))  # your own images and scores
 """
 
+from ..deprecation import moved_names
 from .data import (
     DecodedImages,
     QualityAugmentation,
@@ -30,7 +31,6 @@ from .loop import (
     AccelerateTrainingArguments,
     TrainingResult,
     initialize_head_bias,
-    predict,
     set_trainable,
     train_with_accelerate,
 )
@@ -53,7 +53,6 @@ __all__ = [
     "finetune",
     "fit_meta_learner",
     "initialize_head_bias",
-    "predict",
     "prepare_finetuning",
     "quality_dataset",
     "quality_training_arguments",
@@ -64,3 +63,6 @@ __all__ = [
     "train_with_accelerate",
     "training_datasets",
 ]
+
+# Moved to metaqap_hf.evaluation in 0.2.0 (evaluation no longer imports training).
+__getattr__ = moved_names(__name__, {"Predictions": "..evaluation", "predict": "..evaluation"})

@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cards import ModelCardFacts, card_evaluation, command_line, save_checkpoint
 from ..data import DatasetSource, load_dataset_source
-from ..data.splits import VALIDATION_FRACTION
 from ..data.images import DatasetImage, image_column, image_identity, load_dataset_image
+from ..data.splits import VALIDATION_FRACTION
 from ..factory import create_model
-from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import pixel_values
 from ..losses import get_loss
-from ..metrics import compute_iqa_metrics, srocc
+from ..metrics import ablation_metrics, compute_iqa_metrics, srocc
 from ..modeling_metaqap import MetaQAPModel, QualityHead
 from .stacking import fit_meta_learner
 
@@ -202,18 +202,14 @@ def train_frozen(
         report["test_from_cached_features"] = {
             "note": f"test split, {len(test_score)} images, features in {feature_dtype}",
             "meta_learner": compute_iqa_metrics(test_score, targets["test"]),
-            "mean_of_bases": compute_iqa_metrics(test_bases.mean(1), targets["test"]),
-            **{backbone_id: compute_iqa_metrics(test_bases[:, i], targets["test"])
-               for i, backbone_id in enumerate(config.backbone_ids)},
+            **ablation_metrics(test_bases, targets["test"], config.backbone_ids),
         }
     report["wall_time_s"] = round(time.time() - started, 1)
 
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    save_checkpoint(model, processor, output_dir,
+                    _card_facts(source, report, model, recipe, training_command, backbones_from), overwrite=True)
     (output_dir / "training_report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    write_model_card(output_dir, _card_facts(source, report, model, recipe, training_command, backbones_from),
-                     overwrite=True)
     return report
 
 
