@@ -10,9 +10,11 @@ the frozen-feature recipe of the default model, and the meta-learner (stacking).
     frozen.py        train_frozen(): frozen backbones, MLP heads, stacking (`metaqap train-frozen`)
     stacking.py      the meta-learner fits; stack_checkpoints() (`metaqap stack`)
 
-    >>> from metaqap_hf.training import finetune
-    >>> result = finetune("biq2021", "runs/lite", data_dir="/data/BIQ2021", num_epochs=10, cache_dir="/data/cache")
-    >>> result = finetune("mydata/scores.csv", "runs/mine", mos_range=(1, 5))  # your own images and scores
+    >>> from metaqap_hf.training import AccelerateTrainingArguments, FinetuningOptions, finetune
+    >>> result = finetune("biq2021", AccelerateTrainingArguments("runs/lite", num_epochs=10),
+    ...                   FinetuningOptions(data_dir="/data/BIQ2021", cache_dir="/data/cache"))
+    >>> result = finetune("mydata/scores.csv", AccelerateTrainingArguments("runs/mine"),
+    ...                   FinetuningOptions(mos_range=(1, 5)))  # your own images and scores
 """
 
 from ..deprecation import moved_names
@@ -25,7 +27,7 @@ from .data import (
     quality_dataset,
     training_datasets,
 )
-from .finetune import FinetuningSetup, finetune, prepare_finetuning
+from .finetune import FinetuningOptions, FinetuningSetup, finetune, prepare_finetuning
 from .frozen import FrozenRecipe, extract_features, train_frozen, train_head
 from .loop import (
     AccelerateTrainingArguments,
@@ -40,6 +42,7 @@ from .trainer import MetaQAPTrainer, quality_training_arguments
 __all__ = [
     "AccelerateTrainingArguments",
     "DecodedImages",
+    "FinetuningOptions",
     "FinetuningSetup",
     "FrozenRecipe",
     "MetaLearnerFit",

@@ -29,6 +29,7 @@ from ..cards import ModelCardFacts, card_evaluation, command_line, save_checkpoi
 from ..data import DatasetSource, load_dataset_source
 from ..data.images import DatasetImage, image_column, image_identity, load_dataset_image
 from ..data.splits import VALIDATION_FRACTION
+from ..devices import resolve_device
 from ..factory import create_model
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import pixel_values
@@ -167,7 +168,7 @@ def train_frozen(
     (`validation_fraction`, ``recipe.seed``). The model comes from `metaqap_hf.factory.create_model(backbones,
     image_size=...)` on the dataset's MOS scale, with ImageNet weights when `pretrained`, or the backbones of the
     saved model `backbones_from` (quality-aware pretraining's ``final/``). Features are computed on `device`
-    (default: CUDA when available); heads train on the CPU, which is fast enough for pooled features.
+    (default: CUDA when available, `metaqap_hf.devices.resolve_device`); heads train on the CPU, which is fast enough for pooled features.
     `training_command` is the command the card shows (default: how this process was started)."""
     recipe = recipe or FrozenRecipe()
     started = time.time()
@@ -182,7 +183,7 @@ def train_frozen(
                          mos_name=source.mos_name, loss=recipe.loss, head_hidden_size=recipe.hidden_size,
                          head_dropout=recipe.dropout).eval()
     config = model.config
-    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(resolve_device(device))
     processor = MetaQAPImageProcessor()
     features = {
         split: [extract_features(model, processor, image_column(source.dataset[split]), i, dtype=feature_dtype,
