@@ -22,6 +22,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from .. import devices
+from ..default_model import DEFAULT_MODEL_PATH
 from ..deprecation import moved_names
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import ImageLoadError, load_image, processor_input_size, rescale_pixels, resize_pixels
@@ -61,7 +62,6 @@ def _looks_like_path(name: str) -> bool:
 def _load_checkpoint(model: str | os.PathLike | None):
     """(name, model, processor) of a MetaQAP checkpoint folder or hub id, or an `OptionError` that says what the
     folder is not."""
-    from .. import DEFAULT_MODEL_PATH
     from ..modeling_metaqap import MetaQAPModel
 
     name = str(model if model is not None else DEFAULT_MODEL_PATH)
