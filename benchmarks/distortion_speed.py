@@ -35,7 +35,7 @@ import torch
 import torch.multiprocessing as mp
 
 from metaqap_hf import distortions as current
-from metaqap_hf.image_processing_metaqap import load_image_tensor
+from metaqap_hf.image_utils import load_image_tensor
 from metaqap_hf.pretraining import find_images
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from PIL import Image, features
 
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort, distort_batch, random_distortion
 from metaqap_hf.distortions.compression import JPEG2000_COMPRESSION_RATIO
-from metaqap_hf.image_processing_metaqap import load_image_tensor
+from metaqap_hf.image_utils import load_image_tensor
 from metaqap_hf.pretraining import find_images
 
 FIXTURE = Path(__file__).parent / "fixtures" / "distortion_reference.npz"
