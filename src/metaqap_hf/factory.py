@@ -55,6 +55,7 @@ def create_model(
     weight_sources: Mapping[str, str | os.PathLike] | None = None,
     seed: int = 0,
     backbones_from: str | os.PathLike | None = None,
+    model_class: type[MetaQAPModel] = MetaQAPModel,
     **config_options,
 ) -> MetaQAPModel:
     """A fresh `MetaQAPModel`, heads initialised from `seed`.
@@ -65,12 +66,13 @@ def create_model(
     hub when online); the ``"tiny"`` preset's test models have none and stay random. `backbones_from` is a saved
     model (e.g. quality-aware pretraining's ``final/``) whose backbones replace those weights
     (`load_backbones_from_checkpoint`); heads stay fresh. `config_options` are `MetaQAPConfig` arguments
-    (``mos_range``, ``mos_name``, ``loss``, ``head_hidden_size``, ``head_dropout``...).
+    (``mos_range``, ``mos_name``, ``loss``, ``head_hidden_size``, ``head_dropout``...). `model_class` is
+    `MetaQAPModel` or a subclass (pretraining's `QualityPretrainingModel`).
     """
     without_weights = isinstance(backbones, str) and backbones in _PRESETS_WITHOUT_WEIGHTS
     config = MetaQAPConfig(backbones=backbone_specs(backbones, image_size), **config_options)
     torch.manual_seed(seed)
-    model = MetaQAPModel(config)
+    model = model_class(config)
     if backbones_from is not None:
         load_backbones_from_checkpoint(model, backbones_from)
     elif pretrained and not without_weights:
