@@ -164,7 +164,8 @@ def test_pretraining_with_every_objective(pristine_dir, tmp_path):
     assert [r["step"] for r in records if r["kind"] == "train"] == [3]
     # Its backbones hand on to a plain model, as regression-only pretraining's do.
     plain = create_model(TINY, pretrained=False, backbones_from=final, **PRETRAINING_MODEL_OPTIONS)
-    assert all(torch.equal(value, saved[f"backbones.1.{key}"]) for key, value in plain.backbones[1].state_dict().items())
+    assert all(torch.equal(value, saved[f"backbones.1.{key}"])
+               for key, value in plain.backbones[1].state_dict().items())
 
     with pytest.raises(ValueError, match="even"):
         pretrain(pristine_dir, tmp_path / "odd", backbones=TINY, pretrained=False, steps=1, batch_size=3,

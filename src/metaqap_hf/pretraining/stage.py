@@ -170,7 +170,8 @@ def pretrain(
     train, validation, labeler = _datasets(
         pristine_dir, shards, crop_size=crop_size, samples_per_epoch=samples_per_epoch,
         validation_samples=validation_samples, metrics=metrics, calibration_samples=calibration_samples, seed=seed,
-        pairs=pairs, pristine_fraction=1 / len(DISTORTION_CLASSES) if "classification" in weights else 0.0)
+        pairs=pairs, pristine_fraction=crops_per_item / len(DISTORTION_CLASSES) if "classification" in weights
+        else 0.0)  # a pair leaves only its first crop pristine: twice the share keeps the classes even
     model = create_model(backbones, pretrained=pretrained, weight_sources=weight_sources, seed=seed, loss=loss,
                          model_class=QualityPretrainingModel, pretraining_objectives=weights,
                          **PRETRAINING_MODEL_OPTIONS)
