@@ -123,8 +123,8 @@ class QualityPretrainingModel(MetaQAPModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.objectives = weighted_objectives(list(getattr(config, "pretraining_objectives", None) or ["regression"]),
-                                            getattr(config, "pretraining_objectives", None))
+        configured = getattr(config, "pretraining_objectives", None) or {"regression": DEFAULT_OBJECTIVE_WEIGHT}
+        self.objectives = weighted_objectives(list(configured), configured)
         self.classifiers = nn.ModuleList()
         if "classification" in self.objectives:
             self.classifiers.extend(DistortionClassifier(head.feature_mean.numel()) for head in self.heads)

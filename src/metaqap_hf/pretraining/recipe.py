@@ -210,9 +210,9 @@ def train_for(model: MetaQAPModel, batches: Callable[[], dict], *, budget_s: flo
     steps are done. The learning rate follows a cosine over the elapsed share of the budget. The loss is read
     back every `log_every` steps only. Returns steps, samples, wall time and the last logged loss."""
     model.train()
-    arguments = AccelerateTrainingArguments(output_dir="", learning_rate=learning_rate,
-                                            head_learning_rate=head_learning_rate)
-    optimizer = build_optimizer(model, arguments)
+    # the Accelerate loop's optimizer (parameter groups, weight decay), without its loop
+    optimizer = build_optimizer(model, AccelerateTrainingArguments(
+        output_dir="", learning_rate=learning_rate, head_learning_rate=head_learning_rate))
     base_rates = [group["lr"] for group in optimizer.param_groups]
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)

@@ -66,12 +66,14 @@ class StreamSamples(Dataset):
 
 
 class PretrainingCollator:
-    """Batches of `StreamSamples` / `ShardDataset` items: single samples are stacked, pairs concatenated (rows 2k
-    and 2k + 1 stay a pair)."""
+    """Batches of `StreamSamples` / `ShardDataset` items (what the model takes of them): single samples are stacked,
+    pairs concatenated (rows 2k and 2k + 1 stay a pair)."""
 
-    def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    keys = ("pixel_values", "labels", "distortion_class")
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         join = torch.cat if items[0]["pixel_values"].ndim == 4 else torch.stack
-        return {key: join([item[key] for item in items]) for key in items[0]}
+        return {key: join([torch.as_tensor(item[key]) for item in items]) for key in self.keys}
 
 
 def _datasets(
@@ -143,7 +145,8 @@ def pretrain(
     labelled by the FR `metrics` fused by a labeler calibrated on `calibration_samples` crops. Or samples come from
     parquet `shards` written by `export_shards` (their last `validation_samples` rows held out). With the stream, an
     epoch is `samples_per_epoch` samples (default: enough for `steps` steps, so the run is one pass of fresh
-    samples). The model is `create_model(backbones, **PRETRAINING_MODEL_OPTIONS)`: `backbones` is a preset
+    samples). The model is a `QualityPretrainingModel` from `create_model(backbones, **PRETRAINING_MODEL_OPTIONS)`:
+    `backbones` is a preset
     (``"lite"``, ``"tiny"``) or a list of specs; with `pretrained` they start from ImageNet weights.
     `objectives` are some of `objectives.OBJECTIVES`: ``"regression"`` (pseudo-MOS, with `loss`),
     ``"classification"`` (the 126 distortion classes; a share 1/126 of the crops is then left pristine) and
