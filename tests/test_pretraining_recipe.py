@@ -157,3 +157,17 @@ def test_recipe_settings_are_checked_before_any_work():
     with pytest.raises(ValueError, match="objectives"):
         OneGPURecipe(objectives=("regression", "colourfulness"))
     assert set(DISTORTION_TYPES) and OneGPURecipe().max_shard_size == "15MB"
+
+
+def test_a_zero_budget_trains_nothing():
+    """`time_budget_s=0` is the recipe's control arm: fine-tuning straight from the starting backbones."""
+    from metaqap_hf.factory import create_model
+    from metaqap_hf.pretraining.recipe import train_for
+
+    model = create_model("tiny", pretrained=False, mos_range=(0.0, 1.0))
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    batches = MOSCropBatches(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0.2, 0.8]), 8, 4)
+    result = train_for(model, batches, budget_s=0.0, max_steps=None, learning_rate=1e-3, head_learning_rate=1e-3,
+                       dtype=torch.float32, log_every=1, log=print)
+    assert result["steps"] == 0 and batches.batches_drawn == 0
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
