@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from skimage import data
 
-from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS
+from metaqap_hf.distortions import NUM_LEVELS
 from metaqap_hf.pretraining.objectives import DISTORTION_CLASSES, PRISTINE_CLASS, class_severity
 from metaqap_hf.pretraining.recipe import (
     DeviceDistortionBatches,
@@ -156,7 +156,7 @@ def test_recipe_settings_are_checked_before_any_work():
         OneGPURecipe(image_side=256, image_size=448)
     with pytest.raises(ValueError, match="objectives"):
         OneGPURecipe(objectives=("regression", "colourfulness"))
-    assert set(DISTORTION_TYPES) and OneGPURecipe().max_shard_size == "15MB"
+    assert OneGPURecipe().max_shard_size == "15MB"  # what a remote GPU machine can return, file by file
 
 
 def test_a_zero_budget_trains_nothing():
