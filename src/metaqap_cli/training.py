@@ -238,9 +238,9 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
         command,
         "Train a fresh MetaQAP model's backbones and heads (ImageNet start) on synthetic distortions: random crops "
         "of the pristine photos, each distorted by a random KADID type and level, labelled by fused full-reference "
-        "metrics (pseudo-MOS) and by their (type, level) class, learnt through --objectives; or replay parquet shards written by metaqap_hf.pretraining.export_shards (--shards). Rerun the "
-        "same command to resume. Writes OUTPUT_DIR/final (hand it to `metaqap train` or `train-frozen` as "
-        "--backbones-from), best/, "
+        "metrics (pseudo-MOS) and by their (type, level) class, learnt through --objectives; or replay parquet "
+        "shards written by metaqap_hf.pretraining.export_shards (--shards). Rerun the same command to resume. "
+        "Writes OUTPUT_DIR/final (hand it to `metaqap train` or `train-frozen` as --backbones-from), best/, "
         "checkpoints/, metrics.jsonl, pretraining.json, pseudo_mos_labeler.json; prints the checkpoint path. "
         "Python: metaqap_hf.pretraining.stage.pretrain(PRISTINE_DIR, OUTPUT_DIR, ...).",
     )

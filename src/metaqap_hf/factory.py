@@ -89,15 +89,22 @@ def load_backbones_from_checkpoint(
     Backbones are matched by timm name (`config.backbones[i]["name"]`), so the two models may hold different sets
     or orders of backbones; every tensor must match in name and shape. Heads and meta-learner are left alone: the
     pseudo-MOS heads do not transfer to a benchmark's MOS. With `strict`, each backbone of `model` must be in the
-    checkpoint. Returns the names of the backbones loaded.
+    checkpoint. The checkpoint may be one file or shards (``save_pretrained(..., max_shard_size=...)``). Returns the
+    names of the backbones loaded.
     """
     checkpoint_dir = Path(checkpoint_dir)
     config_file, weights_file = checkpoint_dir / "config.json", checkpoint_dir / "model.safetensors"
-    for path in (config_file, weights_file):
+    index_file = checkpoint_dir / "model.safetensors.index.json"
+    for path in (config_file, index_file if index_file.is_file() else weights_file):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {checkpoint_dir} is not a saved MetaQAPModel")
     saved_names = [spec["name"] for spec in json.loads(config_file.read_text())["backbones"]]
-    state = load_file(weights_file)
+    if index_file.is_file():
+        weights_file = index_file
+        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+        state = {key: value for shard in shards for key, value in load_file(checkpoint_dir / shard).items()}
+    else:
+        state = load_file(weights_file)
     loaded = []
     for index, spec in enumerate(model.config.backbones):
         name = spec["name"]

@@ -76,7 +76,8 @@ class OneGPURecipe:
         batch_size: crops per step (even: ranking takes pairs).
         validation_fraction: of the official train images, held out for stacking (and never trained on).
         dtype, device: ``"auto"``: bfloat16 autocast where native, the GPU when there is one.
-        max_shard_size: the largest checkpoint file (a remote GPU machine returns files of at most 16 MiB).
+        max_shard_size: the largest checkpoint file, of the result and of every stage's checkpoint (a remote GPU
+            machine returns files of at most 16 MiB).
     """
 
     backbones: str = "lite"
@@ -302,7 +303,7 @@ def pretrain_finetune_stack(
         learning_rate=recipe.learning_rate, head_learning_rate=recipe.head_learning_rate, dtype=dtype,
         log_every=recipe.log_every, log=lambda record: log({"stage": "pretraining", **record}))
     pretrained_dir = stages / "pretrained"
-    model.save_pretrained(pretrained_dir)
+    model.save_pretrained(pretrained_dir, max_shard_size=recipe.max_shard_size)  # every file can come back
     del model, batches
 
     # Stage 2: each backbone alone, fine-tuned on the training images' MOS from the pretrained backbone.
@@ -320,7 +321,7 @@ def pretrain_finetune_stack(
             learning_rate=recipe.finetune_learning_rate, head_learning_rate=recipe.head_learning_rate,
             dtype=dtype, log_every=recipe.log_every, log=lambda record: log({"stage": f"finetuning {name}", **record}))
         checkpoint = stages / f"finetuned-{index}-{name}"
-        single.save_pretrained(checkpoint)
+        single.save_pretrained(checkpoint, max_shard_size=recipe.max_shard_size)
         processor.save_pretrained(checkpoint)
         checkpoints.append(checkpoint)
         del single
