@@ -177,3 +177,14 @@ def test_a_zero_budget_trains_nothing():
                        dtype=torch.float32, log_every=1, log=print)
     assert result["steps"] == 0 and batches.batches_drawn == 0
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+
+
+def test_backbones_load_from_a_sharded_checkpoint(tmp_path):
+    from metaqap_hf.factory import create_model
+
+    saved = create_model("tiny", pretrained=False, seed=3, mos_range=(0.0, 1.0))
+    saved.save_pretrained(tmp_path / "sharded", max_shard_size="1MB")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    fresh = create_model("tiny", pretrained=False, seed=4, backbones_from=tmp_path / "sharded", mos_range=(0.0, 1.0))
+    for source, target in zip(saved.backbones, fresh.backbones):
+        assert all(torch.equal(value, target.state_dict()[key]) for key, value in source.state_dict().items())
