@@ -126,7 +126,8 @@ def test_stream_view_follows_the_stream(pristine_dir):
     view.set_epoch(2)
     item = view[3]
     expected = stream.sample(3, epoch=2)
-    assert set(item) == {"pixel_values", "labels"}
+    assert set(item) == {"pixel_values", "labels", "distortion_class"}
+    assert int(item["distortion_class"]) == expected["distortion_class"]
     assert torch.equal(item["pixel_values"], expected["pixel_values"]) and torch.equal(item["labels"],
                                                                                         expected["labels"])
     assert not torch.equal(view[3]["pixel_values"], stream.sample(3, epoch=0)["pixel_values"])

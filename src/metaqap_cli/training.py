@@ -12,6 +12,7 @@ from metaqap_hf.configuration_metaqap import META_LEARNER_METHODS
 from metaqap_hf.devices import DTYPES
 from metaqap_hf.factory import BACKBONE_PRESETS
 from metaqap_hf.losses import LOSSES
+from metaqap_hf.pretraining.objectives import DEFAULT_OBJECTIVE_WEIGHT, OBJECTIVES
 from metaqap_hf.pretraining.stage import pretrain
 from metaqap_hf.training import (
     AccelerateTrainingArguments,
@@ -235,11 +236,11 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
     defaults = library_defaults(pretrain)
     parser = command_parser(
         command,
-        "Train a fresh MetaQAP model's backbones and heads (ImageNet start) on pseudo-MOS: random crops of the "
-        "pristine photos, each distorted by a random KADID type and level, labelled by fused full-reference "
-        "metrics; or replay parquet shards written by metaqap_hf.pretraining.export_shards (--shards). Rerun the "
-        "same command to resume. Writes OUTPUT_DIR/final (hand it to `metaqap train` or `train-frozen` as "
-        "--backbones-from), best/, "
+        "Train a fresh MetaQAP model's backbones and heads (ImageNet start) on synthetic distortions: random crops "
+        "of the pristine photos, each distorted by a random KADID type and level, labelled by fused full-reference "
+        "metrics (pseudo-MOS) and by their (type, level) class, learnt through --objectives; or replay parquet "
+        "shards written by metaqap_hf.pretraining.export_shards (--shards). Rerun the same command to resume. "
+        "Writes OUTPUT_DIR/final (hand it to `metaqap train` or `train-frozen` as --backbones-from), best/, "
         "checkpoints/, metrics.jsonl, pretraining.json, pseudo_mos_labeler.json; prints the checkpoint path. "
         "Python: metaqap_hf.pretraining.stage.pretrain(PRISTINE_DIR, OUTPUT_DIR, ...).",
     )
@@ -258,7 +259,16 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
     source.add_argument("--shards", metavar="DIR", help="parquet shards from export_shards instead of the stream")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="run folder (rerun to resume)")
     _add_model_options(parser, defaults)
-    parser.add_argument("--loss", default=defaults["loss"], choices=sorted(LOSSES), help="training loss")
+    parser.add_argument("--objectives", nargs="+", default=list(defaults["objectives"]), choices=OBJECTIVES,
+                        metavar="NAME", help="what the model learns, the losses summed: regression (pseudo-MOS "
+                        "from the FR metrics, with --loss), classification (which of 25 types x 5 levels, or "
+                        "pristine: 126 classes), ranking (one crop at two levels of a type: the milder must score "
+                        f"higher); some of {', '.join(OBJECTIVES)}")
+    for name in OBJECTIVES:
+        parser.add_argument(f"--{name}-weight", type=float, metavar="W",
+                            help=f"weight of the {name} loss in the sum (default {DEFAULT_OBJECTIVE_WEIGHT:g})")
+    parser.add_argument("--loss", default=defaults["loss"], choices=sorted(LOSSES),
+                        help="the regression objective's loss")
     parser.add_argument("--metrics", nargs="+", default=list(defaults["metrics"]), metavar="NAME",
                         help="full-reference metrics fused into pseudo-MOS")
     parser.add_argument("--calibration-samples", type=int, default=defaults["calibration_samples"], metavar="N",
@@ -292,7 +302,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise ValueError("give the content to distort: --pristine-dir DIR and/or --files-from LIST (or --shards DIR)")
     final = pretrain(
         content or None, args.output_dir, backbones=args.backbones, crop_size=args.crop_size, steps=args.steps,
-        batch_size=args.batch_size, loss=args.loss, shards=args.shards, pretrained=not args.random_init,
+        batch_size=args.batch_size, loss=args.loss, objectives=args.objectives, objective_weights={
+            name: weight for name in OBJECTIVES if (weight := getattr(args, f"{name}_weight")) is not None},
+        shards=args.shards, pretrained=not args.random_init,
         weight_sources=dict(args.weights), seed=args.seed, metrics=tuple(args.metrics),
         validation_samples=args.validation_samples, calibration_samples=args.calibration_samples,
         learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=MIXED_PRECISION[args.dtype],

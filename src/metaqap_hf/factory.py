@@ -56,6 +56,7 @@ def create_model(
     weight_sources: Mapping[str, str | os.PathLike] | None = None,
     seed: int = 0,
     backbones_from: str | os.PathLike | None = None,
+    model_class: type[MetaQAPModel] = MetaQAPModel,
     **config_options,
 ) -> MetaQAPModel:
     """A fresh `MetaQAPModel`, heads initialised from `seed`.
@@ -66,12 +67,13 @@ def create_model(
     hub when online); the ``"tiny"`` preset's test models have none and stay random. `backbones_from` is a saved
     model (e.g. quality-aware pretraining's ``final/``) whose backbones replace those weights
     (`load_backbones_from_checkpoint`); heads stay fresh. `config_options` are `MetaQAPConfig` arguments
-    (``mos_range``, ``mos_name``, ``loss``, ``head_hidden_size``, ``head_dropout``...).
+    (``mos_range``, ``mos_name``, ``loss``, ``head_hidden_size``, ``head_dropout``...). `model_class` is
+    `MetaQAPModel` or a subclass (pretraining's `QualityPretrainingModel`).
     """
     without_weights = isinstance(backbones, str) and backbones in _PRESETS_WITHOUT_WEIGHTS
     config = MetaQAPConfig(backbones=backbone_specs(backbones, image_size), **config_options)
     torch.manual_seed(seed)
-    model = MetaQAPModel(config)
+    model = model_class(config)
     if backbones_from is not None:
         load_backbones_from_checkpoint(model, backbones_from)
     elif pretrained and not without_weights:
@@ -87,15 +89,22 @@ def load_backbones_from_checkpoint(
     Backbones are matched by timm name (`config.backbones[i]["name"]`), so the two models may hold different sets
     or orders of backbones; every tensor must match in name and shape. Heads and meta-learner are left alone: the
     pseudo-MOS heads do not transfer to a benchmark's MOS. With `strict`, each backbone of `model` must be in the
-    checkpoint. Returns the names of the backbones loaded.
+    checkpoint. The checkpoint may be one file or shards (``save_pretrained(..., max_shard_size=...)``). Returns the
+    names of the backbones loaded.
     """
     checkpoint_dir = Path(checkpoint_dir)
     config_file, weights_file = checkpoint_dir / "config.json", checkpoint_dir / "model.safetensors"
-    for path in (config_file, weights_file):
+    index_file = checkpoint_dir / "model.safetensors.index.json"
+    for path in (config_file, index_file if index_file.is_file() else weights_file):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {checkpoint_dir} is not a saved MetaQAPModel")
     saved_names = [spec["name"] for spec in json.loads(config_file.read_text())["backbones"]]
-    state = load_file(weights_file)
+    if index_file.is_file():
+        weights_file = index_file
+        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+        state = {key: value for shard in shards for key, value in load_file(checkpoint_dir / shard).items()}
+    else:
+        state = load_file(weights_file)
     loaded = []
     for index, spec in enumerate(model.config.backbones):
         name = spec["name"]

@@ -27,6 +27,7 @@ from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
 from ..files import walk_files
 from ..image_utils import load_image_tensor
 from .labels import DEFAULT_METRICS, PseudoMOSLabeler, full_reference_scores
+from .objectives import PRISTINE, distortion_class
 
 __all__ = ["find_images", "DistortedStream", "export_shards", "ShardDataset"]
 
@@ -90,10 +91,15 @@ class DistortedStream(IterableDataset):
         labeler: fitted ``PseudoMOSLabeler``. If omitted, one is calibrated at construction on
             ``calibration_samples`` samples drawn from a separate seed stream, with ``metrics``.
         rank, world_size: this process's share; default from ``torch.distributed`` if initialised.
+        pairs: samples 2k and 2k + 1 share their content, crop and distortion type, at two different levels
+            (the ranking objective's pairs); otherwise every sample draws its own.
+        pristine_fraction: share of samples left undistorted (in pairs: of the pairs whose first crop is left
+            undistorted, level 0), so that a classifier sees the "pristine" class.
 
     Yields:
         ``{"pixel_values": float32 (3, crop, crop) on [0, 1], "labels": float32 scalar tensor
-        (pseudo-MOS on [0, 1], higher is better), "distortion": str, "level": int}``.
+        (pseudo-MOS on [0, 1], higher is better), "distortion": str ("pristine" when undistorted), "level": int
+        (0 when undistorted), "distortion_class": int (index in `objectives.DISTORTION_CLASSES`)}``.
     """
 
     def __init__(
@@ -107,8 +113,14 @@ class DistortedStream(IterableDataset):
         calibration_samples: int = 256,
         rank: int | None = None,
         world_size: int | None = None,
+        pairs: bool = False,
+        pristine_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= pristine_fraction < 1.0:
+            raise ValueError(f"pristine_fraction must be in [0, 1); got {pristine_fraction!r}")
+        self.pairs = pairs
+        self.pristine_fraction = pristine_fraction
         self.image_paths = find_images(root)
         self.crop_size = crop_size
         self.samples_per_epoch = samples_per_epoch if samples_per_epoch is not None else len(self.image_paths)
@@ -134,12 +146,28 @@ class DistortedStream(IterableDataset):
 
     def _draw(self, stream: int, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor, str, int]:
         """The pristine crop, its distorted version, the type and level of one sample."""
+        if self.pairs:
+            return self._draw_pair_member(stream, epoch, *divmod(index, 2))
         generator = torch.Generator().manual_seed(_seed(self.seed, stream, epoch, index))
         pristine = _random_crop(load_image_tensor(self._image_for(stream, epoch, index)), self.crop_size, generator)
         kind = DISTORTION_TYPES[int(torch.randint(len(DISTORTION_TYPES), (1,), generator=generator))]
         level = int(torch.randint(1, NUM_LEVELS + 1, (1,), generator=generator))
+        if self.pristine_fraction and float(torch.rand((), generator=generator)) < self.pristine_fraction:
+            return pristine, pristine, PRISTINE, 0
         distorted = distort(pristine[None], kind, level, generator=generator)[0]
         return pristine, distorted, kind, level
+
+    def _draw_pair_member(self, stream: int, epoch: int, pair: int, member: int):
+        """`_draw` for member 0 or 1 of a pair: the pair's draws come from (seed, stream, epoch, pair)."""
+        generator = torch.Generator().manual_seed(_seed(self.seed, stream, epoch, pair))
+        pristine = _random_crop(load_image_tensor(self._image_for(stream, epoch, pair)), self.crop_size, generator)
+        kind = DISTORTION_TYPES[int(torch.randint(len(DISTORTION_TYPES), (1,), generator=generator))]
+        level = int(torch.randperm(NUM_LEVELS, generator=generator)[member]) + 1
+        undistorted = self.pristine_fraction and float(torch.rand((), generator=generator)) < self.pristine_fraction
+        if undistorted and member == 0:
+            return pristine, pristine, PRISTINE, 0
+        noise = torch.Generator().manual_seed(_seed(self.seed, stream, epoch, pair, member))
+        return pristine, distort(pristine[None], kind, level, generator=noise)[0], kind, level
 
     def calibrate(
         self, num_samples: int, metrics: Sequence[str] = DEFAULT_METRICS, batch_size: int = 16
@@ -162,7 +190,8 @@ class DistortedStream(IterableDataset):
         """Sample ``index`` of ``epoch`` (default: the current one); identical wherever it is computed."""
         pristine, distorted, kind, level = self._draw(_TRAINING_STREAM, self.epoch if epoch is None else epoch, index)
         label = self.labeler.label_images(pristine[None], distorted[None])[0]
-        return {"pixel_values": distorted, "labels": label, "distortion": kind, "level": level}
+        return {"pixel_values": distorted, "labels": label, "distortion": kind, "level": level,
+                "distortion_class": distortion_class(kind, level)}
 
     def _indices(self) -> range:
         """This rank's indices of the epoch, then this DataLoader worker's share of them."""
@@ -256,4 +285,5 @@ class ShardDataset(Dataset):
             "labels": torch.tensor(self._labels[index], dtype=torch.float32),
             "distortion": self._kinds[index],
             "level": int(self._levels[index]),
+            "distortion_class": distortion_class(self._kinds[index], int(self._levels[index])),
         }

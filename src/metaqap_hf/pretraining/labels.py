@@ -100,7 +100,8 @@ def _as_matrix(scores: Mapping[str, torch.Tensor | Sequence[float]], metrics: Se
     missing = [name for name in metrics if name not in scores]
     if missing:
         raise KeyError(f"Scores lack the metrics {missing} that this labeler fuses.")
-    return torch.stack([torch.as_tensor(scores[name], dtype=torch.float64).flatten().cpu() for name in metrics], 1)
+    columns = [torch.as_tensor(scores[name]).to(torch.float64).flatten() for name in metrics]
+    return torch.stack([column.to(columns[0].device) for column in columns], 1)  # on the scores' device
 
 
 @dataclass
@@ -134,7 +135,7 @@ class PseudoMOSLabeler:
         the JSON small while resolving percentiles to 1 / max_points.
         """
         metrics = tuple(scores)
-        matrix = _as_matrix(scores, metrics)
+        matrix = _as_matrix(scores, metrics).cpu()
         if matrix.shape[0] < 2:
             raise ValueError("Calibrating a PseudoMOSLabeler needs at least 2 scored samples.")
         if not torch.isfinite(matrix).all():
@@ -148,16 +149,18 @@ class PseudoMOSLabeler:
         matrix = _as_matrix(scores, self.metrics)
         columns = []
         for i, name in enumerate(self.metrics):
-            reference = self.sorted_values[name]
+            reference = self.sorted_values[name].to(matrix.device)
             below = torch.searchsorted(reference, matrix[:, i].contiguous(), right=False)
             at_or_below = torch.searchsorted(reference, matrix[:, i].contiguous(), right=True)
             columns.append((below + at_or_below).double() / (2 * reference.numel()))
         return torch.stack(columns, 1)
 
     def __call__(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Pseudo-MOS (N,) float32 on [0, 1] for a batch of FR scores."""
-        weights = torch.tensor([self.weights[name] for name in self.metrics], dtype=torch.float64)
-        fused = self.intercept + self.percentiles(scores) @ weights
+        """Pseudo-MOS (N,) float32 on [0, 1] for a batch of FR scores, on the scores' device."""
+        percentiles = self.percentiles(scores)
+        weights = torch.tensor([self.weights[name] for name in self.metrics], dtype=torch.float64,
+                               device=percentiles.device)
+        fused = self.intercept + percentiles @ weights
         return fused.clamp(0.0, 1.0).float()
 
     def label_images(self, reference: torch.Tensor, distorted: torch.Tensor) -> torch.Tensor:
@@ -180,7 +183,7 @@ class PseudoMOSLabeler:
         Returns:
             A new labeler with the same calibration and the fitted weights and intercept.
         """
-        percentiles = self.percentiles(fr_scores).numpy()
+        percentiles = self.percentiles(fr_scores).cpu().numpy()
         target = torch.as_tensor(mos, dtype=torch.float64).flatten().cpu().numpy()
         if target.shape[0] != percentiles.shape[0]:
             raise ValueError(f"Got {percentiles.shape[0]} score rows but {target.shape[0]} MOS values.")

@@ -2,7 +2,8 @@
 they ever see a human opinion score (METHOD.md, stage 1).
 
     pristine photos -> DistortedStream (random crop, KADID distortion, pseudo-MOS from FR metrics)
-                    -> train_with_accelerate (backbones + heads, quality-aware loss) -> checkpoint
+                    -> train_with_accelerate (QualityPretrainingModel: backbones + heads, and classifiers for the
+                       classification objective; the weighted sum of the chosen `objectives`) -> checkpoint
     checkpoint -> create_model(..., backbones_from=checkpoint) -> fine-tuning / frozen features on a benchmark
 
 Training reuses the Accelerate loop of `metaqap_hf.training` unchanged (mixed precision, accumulation,
@@ -26,8 +27,10 @@ from ..factory import create_model, load_backbones_from_checkpoint
 from ..training.loop import AccelerateTrainingArguments, initialize_head_bias, train_with_accelerate
 from .dataset import DistortedStream, ShardDataset
 from .labels import DEFAULT_METRICS
+from .objectives import DISTORTION_CLASSES, QualityPretrainingModel, weighted_objectives
 
-__all__ = ["PRETRAINING_MODEL_OPTIONS", "StreamSamples", "pretrain", "load_backbones_from_checkpoint"]
+__all__ = ["PRETRAINING_MODEL_OPTIONS", "PretrainingCollator", "StreamSamples", "pretrain",
+           "load_backbones_from_checkpoint"]
 
 LABELER_FILE = "pseudo_mos_labeler.json"
 SETTINGS_FILE = "pretraining.json"
@@ -39,10 +42,11 @@ _VALIDATION_SEED_OFFSET = 1_000_003
 
 
 class StreamSamples(Dataset):
-    """Map-style view of a `DistortedStream`: item ``i`` is the stream's sample ``i`` of the current epoch.
+    """Map-style view of a `DistortedStream`: item ``i`` is the stream's sample ``i`` of the current epoch, or, for
+    a stream of pairs, its samples ``2i`` and ``2i + 1`` stacked (so shuffling never splits a pair).
 
     `set_epoch` is forwarded to the stream, so every epoch draws fresh crops, distortions and levels. Items hold
-    ``pixel_values`` (float32 on [0, 1]) and ``labels`` (pseudo-MOS on [0, 1]) only, as the training collator wants.
+    ``pixel_values`` (float32 on [0, 1]), ``labels`` (pseudo-MOS on [0, 1]) and ``distortion_class``.
     """
 
     def __init__(self, stream: DistortedStream) -> None:
@@ -52,11 +56,24 @@ class StreamSamples(Dataset):
         self.stream.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return self.stream.samples_per_epoch
+        return self.stream.samples_per_epoch // 2 if self.stream.pairs else self.stream.samples_per_epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = self.stream.sample(index)
-        return {"pixel_values": sample["pixel_values"], "labels": sample["labels"]}
+        if not self.stream.pairs:
+            return _training_item(self.stream.sample(index))
+        members = [_training_item(self.stream.sample(2 * index + member)) for member in (0, 1)]
+        return {key: torch.stack([member[key] for member in members]) for key in members[0]}
+
+
+class PretrainingCollator:
+    """Batches of `StreamSamples` / `ShardDataset` items (what the model takes of them): single samples are stacked,
+    pairs concatenated (rows 2k and 2k + 1 stay a pair)."""
+
+    keys = ("pixel_values", "labels", "distortion_class")
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        join = torch.cat if items[0]["pixel_values"].ndim == 4 else torch.stack
+        return {key: join([torch.as_tensor(item[key]) for item in items]) for key in self.keys}
 
 
 def _datasets(
@@ -69,9 +86,14 @@ def _datasets(
     metrics: Sequence[str],
     calibration_samples: int,
     seed: int,
+    pairs: bool,
+    pristine_fraction: float,
 ) -> tuple[Dataset, list[dict], object | None]:
     """Training dataset, materialised validation samples and the labeler (None when replaying shards)."""
     if shards is not None:
+        if pairs:
+            raise ValueError("the ranking objective needs pairs of crops, which only the stream draws: give "
+                             "pristine_dir instead of shards")
         replay = ShardDataset(shards)
         if len(replay) <= validation_samples:
             raise ValueError(f"{shards} holds {len(replay)} samples: too few to keep {validation_samples} for "
@@ -81,16 +103,18 @@ def _datasets(
         return Subset(replay, range(split)), [_training_item(s) for s in validation], None
     if pristine_dir is None:
         raise ValueError("pretraining needs a folder of pristine images (pristine_dir) or exported shards (shards)")
-    stream = DistortedStream(pristine_dir, crop_size=crop_size, samples_per_epoch=samples_per_epoch, seed=seed,
-                             metrics=metrics, calibration_samples=calibration_samples, rank=0, world_size=1)
-    held_out = DistortedStream(pristine_dir, crop_size=crop_size, samples_per_epoch=validation_samples,
-                               seed=seed + _VALIDATION_SEED_OFFSET, labeler=stream.labeler, rank=0, world_size=1)
-    validation = [_training_item(held_out.sample(i)) for i in range(validation_samples)]
+    shape = dict(crop_size=crop_size, rank=0, world_size=1, pairs=pairs, pristine_fraction=pristine_fraction)
+    stream = DistortedStream(pristine_dir, samples_per_epoch=samples_per_epoch, seed=seed, metrics=metrics,
+                             calibration_samples=calibration_samples, **shape)
+    held_out = StreamSamples(DistortedStream(pristine_dir, samples_per_epoch=validation_samples,
+                                             seed=seed + _VALIDATION_SEED_OFFSET, labeler=stream.labeler, **shape))
+    validation = [held_out[i] for i in range(len(held_out))]
     return StreamSamples(stream), validation, stream.labeler
 
 
 def _training_item(sample: Mapping) -> dict[str, torch.Tensor]:
-    return {"pixel_values": sample["pixel_values"], "labels": sample["labels"]}
+    return {"pixel_values": sample["pixel_values"], "labels": sample["labels"],
+            "distortion_class": torch.tensor(sample["distortion_class"])}
 
 
 def pretrain(
@@ -102,6 +126,8 @@ def pretrain(
     steps: int = 1000,
     batch_size: int = 16,
     loss: str = "quality_aware",
+    objectives: Sequence[str] = ("regression",),
+    objective_weights: Mapping[str, float] | None = None,
     shards: str | os.PathLike | None = None,
     samples_per_epoch: int | None = None,
     validation_samples: int = 64,
@@ -112,15 +138,20 @@ def pretrain(
     seed: int = 0,
     **training_options: object,
 ) -> Path:
-    """Quality-aware pretraining of a fresh model's backbones and heads on pseudo-MOS; returns the final checkpoint.
+    """Quality-aware pretraining of a fresh model's backbones and heads; returns the final checkpoint.
 
     Samples come from `DistortedStream` over `pristine_dir`: a folder, or a list of folders and image files (e.g. the
     pristine photos and a benchmark's training images, their content only). Each sample is a ``crop_size`` crop,
     labelled by the FR `metrics` fused by a labeler calibrated on `calibration_samples` crops. Or samples come from
     parquet `shards` written by `export_shards` (their last `validation_samples` rows held out). With the stream, an
     epoch is `samples_per_epoch` samples (default: enough for `steps` steps, so the run is one pass of fresh
-    samples). The model is `create_model(backbones, **PRETRAINING_MODEL_OPTIONS)`: `backbones` is a preset
+    samples). The model is a `QualityPretrainingModel` from `create_model(backbones, **PRETRAINING_MODEL_OPTIONS)`:
+    `backbones` is a preset
     (``"lite"``, ``"tiny"``) or a list of specs; with `pretrained` they start from ImageNet weights.
+    `objectives` are some of `objectives.OBJECTIVES`: ``"regression"`` (pseudo-MOS, with `loss`),
+    ``"classification"`` (the 126 distortion classes; a share 1/126 of the crops is then left pristine) and
+    ``"ranking"`` (the stream draws pairs of one crop at two levels; `batch_size` must be even); the loss is their
+    sum, each times its `objective_weights` entry (default 1).
     `training_options` are further `AccelerateTrainingArguments` fields (``learning_rate``, ``mixed_precision``,
     ``eval_every_steps``, ``save_every_steps``...); rerunning into `output_dir` resumes.
 
@@ -131,15 +162,23 @@ def pretrain(
     if steps < 1 or batch_size < 2:
         raise ValueError(f"pretraining needs steps >= 1 and batch_size >= 2 (the loss ranks within a batch); got "
                          f"steps={steps}, batch_size={batch_size}")
+    weights = weighted_objectives(objectives, objective_weights)
+    pairs = "ranking" in weights
+    if pairs and batch_size % 2:
+        raise ValueError(f"the ranking objective takes pairs of crops: batch_size must be even; got {batch_size}")
+    crops_per_item = 2 if pairs else 1
     accumulation = int(training_options.get("gradient_accumulation_steps", 1))
     if samples_per_epoch is None:
         samples_per_epoch = steps * batch_size * accumulation
     train, validation, labeler = _datasets(
         pristine_dir, shards, crop_size=crop_size, samples_per_epoch=samples_per_epoch,
-        validation_samples=validation_samples, metrics=metrics, calibration_samples=calibration_samples, seed=seed)
+        validation_samples=validation_samples, metrics=metrics, calibration_samples=calibration_samples, seed=seed,
+        pairs=pairs, pristine_fraction=crops_per_item / len(DISTORTION_CLASSES) if "classification" in weights
+        else 0.0)  # a pair leaves only its first crop pristine: twice the share keeps the classes even
     model = create_model(backbones, pretrained=pretrained, weight_sources=weight_sources, seed=seed, loss=loss,
+                         model_class=QualityPretrainingModel, pretraining_objectives=weights,
                          **PRETRAINING_MODEL_OPTIONS)
-    initialize_head_bias(model, [float(item["labels"]) for item in validation])
+    initialize_head_bias(model, [float(label) for item in validation for label in item["labels"].view(-1)])
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -149,14 +188,16 @@ def pretrain(
     settings = {"pristine_images": content,
                 "shards": None if shards is None else str(shards), "backbones": model.config.backbones,
                 "crop_size": crop_size, "steps": steps, "batch_size": batch_size, "loss": loss,
-                "samples_per_epoch": len(train), "validation_samples": len(validation),
+                "objectives": weights, "samples_per_epoch": len(train) * crops_per_item,
+                "validation_samples": len(validation) * crops_per_item,
                 "metrics": list(metrics) if shards is None else "from shards", "pretrained": pretrained,
                 "seed": seed, "training_options": dict(training_options)}
     (output_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, default=str) + "\n")
 
-    num_epochs = max(1, -(-steps * batch_size * accumulation // len(train)))
-    options = {"num_epochs": num_epochs, "max_steps": steps, "per_device_batch_size": batch_size,
-               "eval_batch_size": batch_size, **training_options}
+    items_per_step = batch_size // crops_per_item
+    num_epochs = max(1, -(-steps * items_per_step * accumulation // len(train)))
+    options = {"num_epochs": num_epochs, "max_steps": steps, "per_device_batch_size": items_per_step,
+               "eval_batch_size": items_per_step, **training_options}
     arguments = AccelerateTrainingArguments(output_dir=str(output_dir), seed=seed, **options)
-    result = train_with_accelerate(model, train, validation, arguments)
+    result = train_with_accelerate(model, train, validation, arguments, data_collator=PretrainingCollator())
     return Path(result.final_model_dir)

@@ -468,12 +468,15 @@ class _AccelerateRun:
 
 
 def build_optimizer(model: MetaQAPModel, args: AccelerateTrainingArguments) -> torch.optim.Optimizer:
-    """Parameter groups: backbones at `learning_rate`, heads at `head_learning_rate`; weight decay only on weight
-    matrices and kernels (not biases or norms). `MetaQAPTrainer` builds its optimizer here too."""
+    """Parameter groups: backbones at `learning_rate`, heads (and any other module beside the backbones, such as
+    pretraining's classifiers) at `head_learning_rate`; weight decay only on weight matrices and kernels (not biases
+    or norms). `MetaQAPTrainer` builds its optimizer here too."""
     head_lr = args.head_learning_rate if args.head_learning_rate is not None else args.learning_rate
+    backbone_ids = {id(p) for p in model.backbones.parameters()}
+    others = [p for p in model.parameters() if id(p) not in backbone_ids]
     groups = []
-    for module, lr in ((model.backbones, args.learning_rate), (model.heads, head_lr)):
-        params = [p for p in module.parameters() if p.requires_grad]
+    for parameters, lr in ((list(model.backbones.parameters()), args.learning_rate), (others, head_lr)):
+        params = [p for p in parameters if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups += [{"params": decay, "lr": lr, "weight_decay": args.weight_decay},
