@@ -27,7 +27,7 @@ from ..pipeline_image_quality import quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
 
-__all__ = ["DTYPES", "ImageScorer", "ScoredImage", "resolve_device"]
+__all__ = ["DTYPES", "ImageScorer", "ScoredImage", "prepare_pixels", "resolve_device"]
 
 _WORKER_DIED = "the decoding process died (a crash or out of memory) while decoding this file"
 
@@ -245,23 +245,28 @@ class ImageScorer:
         return self.score(ImageInputs(paths), batch_size=batch_size, num_workers=num_workers)
 
     @torch.inference_mode()
+    def score_pixels(self, images: list[torch.Tensor]) -> list[dict]:
+        """The results of images decoded and resized by `prepare_pixels` (uint8 (3, H, W) tensors), in order, as
+        `quality_results` gives them: the batch step of `score` (and of `metaqap_hf.serving`), one forward for
+        images of one size."""
+        if not images:
+            return []
+        processor = self.processor
+        shapes = {tuple(image.shape) for image in images}
+        groups = [torch.stack(images)] if len(shapes) == 1 else [image[None] for image in images]
+        outputs = []
+        for group in groups:
+            if self.device.type == "cuda":
+                group = group.pin_memory()
+            group = group.to(self.device, non_blocking=True)
+            pixel_values = processor.rescale_and_normalize(group, processor.do_rescale, processor.rescale_factor,
+                                                           processor.do_normalize, processor.image_mean,
+                                                           processor.image_std)
+            outputs += quality_results(self.model(pixel_values=pixel_values), self.config)
+        return outputs
+
     def _score_batch(self, pending: list[tuple[str, torch.Tensor | None, str | None]]) -> Iterator[ScoredImage]:
-        images = [pixels for _, pixels, _ in pending if pixels is not None]
-        results = iter([])
-        if images:
-            processor = self.processor
-            shapes = {tuple(image.shape) for image in images}
-            groups = [torch.stack(images)] if len(shapes) == 1 else [image[None] for image in images]
-            outputs = []
-            for group in groups:
-                if self.device.type == "cuda":
-                    group = group.pin_memory()
-                group = group.to(self.device, non_blocking=True)
-                pixel_values = processor.rescale_and_normalize(group, processor.do_rescale, processor.rescale_factor,
-                                                               processor.do_normalize, processor.image_mean,
-                                                               processor.image_std)
-                outputs += quality_results(self.model(pixel_values=pixel_values), self.config)
-            results = iter(outputs)
+        results = iter(self.score_pixels([pixels for _, pixels, _ in pending if pixels is not None]))
         for key, pixels, reason in pending:
             if pixels is None:
                 yield ScoredImage(key, reason=reason)
