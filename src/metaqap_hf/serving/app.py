@@ -123,80 +123,89 @@ too slow, 503 busy or shutting down (with Retry-After).</p>
 <ul>{rows}</ul></body></html>"""
 
 
-def create_app(service: ScoringService, *, on_ready: Callable[[], None] | None = None) -> FastAPI:
-    """A FastAPI app that serves `service`; its lifespan starts and stops it (stopping scores every accepted
-    request first). `on_ready` is called once the service takes requests."""
+def create_app(service: ScoringService | Callable[[], ScoringService], *,
+               on_ready: Callable[[], None] | None = None) -> FastAPI:
+    """A FastAPI app that serves `service`, or the service that `service()` builds when the app starts (so the app
+    can be shipped to another process, e.g. a Ray Serve replica, before any model is loaded). Its lifespan starts
+    and stops the service (stopping scores every accepted request first); `on_ready` is called once the service
+    takes requests."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        await service.start()
+        running = service if isinstance(service, ScoringService) else service()
+        app.state.service = running
+        await running.start()
         if on_ready is not None:
             on_ready()
         try:
             yield
         finally:
-            await service.stop()
+            await running.stop()
 
     app = FastAPI(title="metaqap serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    limits = service.limits
 
     @app.get("/", response_class=HTMLResponse)
-    async def usage() -> str:
-        return _usage_page(service)
+    async def usage(request: Request) -> str:
+        return _usage_page(request.app.state.service)
 
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        if service.ready:
-            return JSONResponse({"status": "ready", **service.description})
-        return JSONResponse({"status": "draining" if service.draining else "starting"}, status_code=503,
-                            headers={"Retry-After": str(limits.retry_after)})
+    async def readyz(request: Request) -> JSONResponse:
+        running: ScoringService = request.app.state.service
+        if running.ready:
+            return JSONResponse({"status": "ready", **running.description})
+        return JSONResponse({"status": "draining" if running.draining else "starting"}, status_code=503,
+                            headers={"Retry-After": str(running.limits.retry_after)})
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(service.render_metrics(), media_type="text/plain; version=0.0.4")
+    async def metrics(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.app.state.service.render_metrics(), media_type="text/plain; version=0.0.4")
 
     @app.post("/score")
     async def score(request: Request) -> JSONResponse:
-        started = time.monotonic()
-        status = 500
-        try:
-            options = _score_options(request.query_params)
-            with service.admission():
-                body = await _read_body(request, limits.max_body_bytes, limits.timeout)
-                content_type = request.headers.get("content-type", "")
-                if content_type.startswith("multipart/form-data"):
-                    images = await _multipart_images(request, body, limits.max_files)
-                else:
-                    images = [(_BODY_NAME, body)]
-                files = [(name, data) for name, data in images if data is not None]
-                remaining = limits.timeout - (time.monotonic() - started)
-                try:
-                    scored = iter(await asyncio.wait_for(service.score_images(files, **options), max(remaining, 0)))
-                except TimeoutError:
-                    raise RequestRejected(503, f"not scored within this service's timeout of {limits.timeout:g} s; "
-                                               "retry later", reason="timeout", retry_after=limits.retry_after) from None
-            results = [next(scored) if data is not None else {"name": name, "error": "a form field, not a file"}
-                       for name, data in images]
-            count = sum("score" in result for result in results)
-            status = 200 if count else 422
-            return JSONResponse({"results": results, "scored": count, "skipped": len(results) - count},
-                                status_code=status)
-        except RequestRejected as error:
-            status = error.status
-            if error.reason not in ("queue_full", "unavailable"):  # those two were counted on refusal
-                service.metrics.rejected(error.reason)
-            return _rejection_response(error)
-        except OptionError as error:
-            status = 400
-            return JSONResponse({"error": str(error)}, status_code=status)
-        finally:
-            service.metrics.request_done(status, time.monotonic() - started)
+        return await _score(request, request.app.state.service)
 
     return app
+
+
+async def _score(request: Request, service: ScoringService) -> JSONResponse:
+    started = time.monotonic()
+    limits = service.limits
+    status = 500
+    try:
+        options = _score_options(request.query_params)
+        with service.admission():
+            body = await _read_body(request, limits.max_body_bytes, limits.timeout)
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                images = await _multipart_images(request, body, limits.max_files)
+            else:
+                images = [(_BODY_NAME, body)]
+            files = [(name, data) for name, data in images if data is not None]
+            remaining = limits.timeout - (time.monotonic() - started)
+            try:
+                scored = iter(await asyncio.wait_for(service.score_images(files, **options), max(remaining, 0)))
+            except TimeoutError:
+                raise RequestRejected(503, f"not scored within this service's timeout of {limits.timeout:g} s; "
+                                           "retry later", reason="timeout", retry_after=limits.retry_after) from None
+        results = [next(scored) if data is not None else {"name": name, "error": "a form field, not a file"}
+                   for name, data in images]
+        count = sum("score" in result for result in results)
+        status = 200 if count else 422
+        return JSONResponse({"results": results, "scored": count, "skipped": len(results) - count},
+                            status_code=status)
+    except RequestRejected as error:
+        status = error.status
+        if error.reason not in ("queue_full", "unavailable"):  # those two were counted on refusal
+            service.metrics.rejected(error.reason)
+        return _rejection_response(error)
+    except OptionError as error:
+        status = 400
+        return JSONResponse({"error": str(error)}, status_code=status)
+    finally:
+        service.metrics.request_done(status, time.monotonic() - started)
 
 
 class _DrainingServer(uvicorn.Server):
