@@ -5,7 +5,9 @@ SIGTERM finishes the accepted requests. Every request goes to 127.0.0.1; counts 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -226,3 +228,31 @@ def test_sigterm_during_load_answers_every_accepted_request(checkpoint, photos, 
         assert_matches(response.json()["results"][0], expected["04.png"])
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_the_readme_commands_serve_and_score_through_curl(checkpoint, tmp_path):
+    """The README's `metaqap serve` and `curl` lines, as written (the tiny model and a free port appended)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Serve it over HTTP"):]
+    lines = [re.sub(r"\s+#\s.*$", "", line).strip() for line in section[:section.index("\n## ")].splitlines()
+             if line.startswith(("metaqap serve", "curl "))]
+    (serve_line,), curl_lines = [line for line in lines if line.startswith("metaqap")], lines[1:]
+    assert len(curl_lines) == 2
+    for index, name in enumerate(("photo.jpg", "a.jpg", "b.png")):
+        random_photo(index, size=(40, 56)).save(tmp_path / name)
+    process = subprocess.Popen(metaqap_command(*serve_line.split()[1:], "--model", str(checkpoint), "--port", "0"),
+                               env=cli_environment(), stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url = re.search(r"on (http://127\.0\.0\.1:\d+)", process.stderr.readline()).group(1)
+        for line in curl_lines:
+            answer = subprocess.run(["bash", "-c", line.replace("http://127.0.0.1:8000", url)], cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=120)
+            assert answer.returncode == 0, answer.stderr
+            body = json.loads(answer.stdout)
+            assert body["skipped"] == 0 and body["scored"] == line.count("@")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        process.stderr.close()
