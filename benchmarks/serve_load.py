@@ -1,5 +1,6 @@
 """Load on `metaqap serve` over loopback: N clients x M requests of real photos, each a one-image POST /score, in
-three ways, side by side in one run (each on a fresh `metaqap serve` process with the same model, device and dtype):
+three ways, side by side in one run (two `metaqap serve` processes with the same model, device and dtype; the
+modes take turns, round after round, so that the machine's load weighs on each alike):
 
 - one at a time:        one client, each request sent when the previous one is answered (--max-batch 1);
 - concurrent, batch 1:  N clients at once, the server scoring one image per forward pass (--max-batch 1);
@@ -74,22 +75,40 @@ async def run_clients(url: str, bodies: list[bytes], clients: int, requests: int
         return latencies, scores, time.perf_counter() - started
 
 
-def measure(name: str, server_options: list[str], bodies: list[bytes], clients: int, requests: int) -> dict:
-    process, url = start_server(server_options)
-    try:
-        before = batch_counts(url)
-        latencies, scores, seconds = asyncio.run(run_clients(url, bodies, clients, requests))
-        after = batch_counts(url)
-    finally:
-        process.terminate()
-        process.wait(timeout=120)
-        process.stderr.close()
-    images, batches = after[0] - before[0], after[1] - before[1]
+def summarize(name: str, clients: int, runs: list[tuple[list[float], list, float]], batches: tuple[float, float]):
+    latencies = [value for run in runs for value in run[0]]
+    seconds = sum(run[2] for run in runs)
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     return {"mode": name, "clients": clients, "requests": len(latencies), "seconds": round(seconds, 3),
             "requests_per_s": round(len(latencies) / seconds, 3), "p50_ms": round(p50 * 1000, 1),
             "p95_ms": round(p95 * 1000, 1), "p99_ms": round(p99 * 1000, 1),
-            "mean_batch_size": round(images / batches, 2), "scores": scores}
+            "mean_batch_size": round(batches[0] / batches[1], 2), "scores": [pair for run in runs for pair in run[1]]}
+
+
+def measure(common: list[str], args: argparse.Namespace, bodies: list[bytes]) -> list[dict]:
+    """The three modes in `args.rounds` interleaved rounds, so that a change in the machine's load over the run
+    falls on all three alike."""
+    single, single_url = start_server([*common, "--max-batch", "1"])
+    batching, batching_url = start_server([*common, "--max-batch", str(args.max_batch), "--max-wait-ms",
+                                           str(args.max_wait_ms)])
+    modes = [("one at a time", single_url, 1, args.clients * args.requests),
+             ("concurrent, batch 1", single_url, args.clients, args.requests),
+             ("dynamic batching", batching_url, args.clients, args.requests)]
+    runs = {name: [] for name, *_ in modes}
+    batches = {name: [0.0, 0.0] for name, *_ in modes}
+    try:
+        for _ in range(args.rounds):
+            for name, url, clients, requests in modes:
+                before = batch_counts(url)
+                runs[name].append(asyncio.run(run_clients(url, bodies, clients, requests)))
+                after = batch_counts(url)
+                batches[name] = [total + b - a for total, a, b in zip(batches[name], before, after)]
+    finally:
+        for process in (single, batching):
+            process.terminate()
+            process.wait(timeout=120)
+            process.stderr.close()
+    return [summarize(name, clients, runs[name], batches[name]) for name, _, clients, _ in modes]
 
 
 def main() -> None:
@@ -98,7 +117,8 @@ def main() -> None:
                         help="a folder of photos (default: $METAQAP_BIQ2021_SAMPLE/Images)")
     parser.add_argument("--count", type=int, default=32, help="distinct photos sent")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=12, help="requests per client")
+    parser.add_argument("--requests", type=int, default=12, help="requests per client in each round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three modes, interleaved")
     parser.add_argument("--model", help="checkpoint (default: the bundled model)")
     parser.add_argument("--device", help="--device of metaqap serve (default: its default)")
     parser.add_argument("--dtype", help="--dtype of metaqap serve (default: its default)")
@@ -113,19 +133,17 @@ def main() -> None:
     bodies = [path.read_bytes() for path in paths]
     common = [*(["--model", args.model] if args.model else []), *(["--device", args.device] if args.device else []),
               *(["--dtype", args.dtype] if args.dtype else [])]
-    total = args.clients * args.requests
-    rows = [measure("one at a time", [*common, "--max-batch", "1"], bodies, 1, total),
-            measure("concurrent, batch 1", [*common, "--max-batch", "1"], bodies, args.clients, args.requests),
-            measure("dynamic batching", [*common, "--max-batch", str(args.max_batch), "--max-wait-ms",
-                                         str(args.max_wait_ms)], bodies, args.clients, args.requests)]
+    rows = measure(common, args, bodies)
     reference = dict(rows[0]["scores"])
     for row in rows:
         row["max_score_difference"] = max(abs(score - reference[photo]) for photo, score in row.pop("scores"))
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch CPU capability "
                f"{torch.backends.cpu.get_cpu_capability()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}")
-    lines = [f"metaqap serve under load: {len(bodies)} photos from {args.photos}, {args.clients} clients x "
-             f"{args.requests} requests; server options {' '.join(common) or '(defaults)'}, dynamic batching "
-             f"--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}; {machine}",
+    load = os.getloadavg()[0]
+    lines = [f"metaqap serve under load: {len(bodies)} photos from {args.photos}, {args.rounds} rounds of {args.clients} "
+             f"clients x {args.requests} requests; server options {' '.join(common) or '(defaults)'}, dynamic batching "
+             f"--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}; {machine}; load average at "
+             f"the end {load:.1f}",
              f"{'mode':<22}{'requests/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean batch':>12}{'max diff':>10}"]
     lines += [f"{row['mode']:<22}{row['requests_per_s']:>11.2f}{row['p50_ms']:>9.0f}{row['p95_ms']:>9.0f}"
               f"{row['p99_ms']:>9.0f}{row['mean_batch_size']:>12.2f}{row['max_score_difference']:>10.1e}"
@@ -136,7 +154,8 @@ def main() -> None:
     if args.output:
         output = Path(args.output)
         output.write_text(json.dumps({"command": " ".join(sys.argv), "machine": machine, "photos": args.photos,
-                                      "rows": rows, "speedup": round(speedup, 3)}, indent=2) + "\n")
+                                      "load_average_at_end": load, "rows": rows,
+                                      "speedup": round(speedup, 3)}, indent=2) + "\n")
         output.with_suffix(".txt").write_text("\n".join(lines) + "\n")
 
 
