@@ -23,8 +23,9 @@ from PIL import Image
 
 from ..devices import DTYPES, resolve_dtype
 from ..errors import OptionError
-from ..image_processing_metaqap import ImageLoadError
+from .. import ImageLoadError
 from ..scoring.inputs import ImageInput
+from ..scoring.options import MAX_BATCH_SIZE
 from ..scoring.scorer import ImageScorer, prepare_pixels
 from .batcher import DynamicBatcher
 from .metrics import ServiceMetrics
@@ -59,6 +60,8 @@ class ServiceLimits:
                 kind = "a whole number" if whole else "a number"
                 raise OptionError(field.name, value, f"must be {kind}, at least "
                                                      f"{0 if field.name == 'max_wait_ms' else 1}")
+        if self.max_batch > MAX_BATCH_SIZE:
+            raise OptionError("max_batch", self.max_batch, f"must be at most {MAX_BATCH_SIZE}")
 
 
 class RequestRejected(Exception):
