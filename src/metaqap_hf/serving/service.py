@@ -21,9 +21,9 @@ from typing import Any
 
 from PIL import Image
 
+from .. import ImageLoadError
 from ..devices import DTYPES, resolve_dtype
 from ..errors import OptionError
-from .. import ImageLoadError
 from ..scoring.inputs import ImageInput
 from ..scoring.options import MAX_BATCH_SIZE
 from ..scoring.scorer import ImageScorer, prepare_pixels
