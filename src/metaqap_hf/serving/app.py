@@ -24,8 +24,8 @@ try:
     import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-    from starlette.formparsers import MultiPartException, MultiPartParser
     from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
     from starlette.requests import ClientDisconnect
 except ImportError as error:  # pragma: no cover - the message is the point
     raise ImportError(f"metaqap_hf.serving needs FastAPI and uvicorn: pip install 'metaqap-hf[serve]' ({error})") from None
