@@ -17,6 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from metaqap_hf.errors import OptionError
 from metaqap_hf.scoring import ImageScorer
 from metaqap_hf.serving import ScoringService, ServiceLimits
 
@@ -169,6 +170,19 @@ def test_hostile_requests_each_get_a_named_answer_and_the_server_keeps_serving(c
     assert metric(text, 'metaqap_rejections_total{reason="body_too_large"}') == 1
 
 
+def test_a_score_not_ready_within_the_timeout_is_answered_503_and_dropped_from_its_batch(checkpoint, photos):
+    body = (photos / "05.png").read_bytes()
+    # The batch waits 1.5 s for company, longer than the 0.5 s a request may take.
+    with running_service(service(checkpoint, max_batch=8, max_wait_ms=1500, timeout=0.5)) as url:
+        late = httpx.post(f"{url}/score", content=body, timeout=60)
+        time.sleep(1.5)  # the batch it left runs without it
+        text = httpx.get(f"{url}/metrics").text
+    assert late.status_code == 503 and late.headers["retry-after"] == "1"
+    assert "not scored within this service's timeout of 0.5 s" in late.json()["error"]
+    assert metric(text, 'metaqap_rejections_total{reason="timeout"}') == 1
+    assert metric(text, "metaqap_batch_size_count") == 0 and metric(text, "metaqap_requests_in_flight") == 0
+
+
 def test_probes_usage_page_and_query_options(checkpoint, photos):
     with running_service(service(checkpoint)) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
@@ -193,8 +207,9 @@ def test_bad_options_are_named_before_the_model_loads(checkpoint):
     with pytest.raises(SystemExit) as exit_info:  # argparse's own check of the choices
         main(["serve", "--dtype", "float16"])
     assert exit_info.value.code == 2
-    with pytest.raises(Exception, match="max_wait_ms"):
-        ServiceLimits(max_wait_ms=float("nan"))
+    for bad in ({"max_wait_ms": float("nan")}, {"timeout": 0}, {"max_queue": 2.5}, {"max_batch": True}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            ServiceLimits(**bad)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -54,12 +55,14 @@ class ServiceLimits:
     def __post_init__(self):
         for field in fields(self):
             value = getattr(self, field.name)
-            whole = field.type == "int"
-            if (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
-                    or not value >= (0 if field.name == "max_wait_ms" else 1) or value != value):
-                kind = "a whole number" if whole else "a number"
-                raise OptionError(field.name, value, f"must be {kind}, at least "
-                                                     f"{0 if field.name == 'max_wait_ms' else 1}")
+            if field.type == "int":  # whole numbers, at least 1
+                valid, accepted = isinstance(value, int) and value >= 1, "a whole number, at least 1"
+            elif field.name == "max_wait_ms":
+                valid, accepted = isinstance(value, (int, float)) and 0 <= value < math.inf, "a number of ms, 0 or more"
+            else:
+                valid, accepted = isinstance(value, (int, float)) and 0 < value < math.inf, "a positive number"
+            if isinstance(value, bool) or not valid:
+                raise OptionError(field.name, value, f"must be {accepted}")
         if self.max_batch > MAX_BATCH_SIZE:
             raise OptionError("max_batch", self.max_batch, f"must be at most {MAX_BATCH_SIZE}")
 
