@@ -43,7 +43,7 @@ def _child(args: argparse.Namespace) -> None:
 
         Image.init()  # imports every format plugin now, so that they are instrumented
         from metaqap_hf import ImageLoadError, MetaQAPImageProcessor, load_image
-        from metaqap_hf.pipeline_image_quality import to_pil_image
+        from metaqap_hf.image_utils import to_pil_image
 
     import base64
     import http.server

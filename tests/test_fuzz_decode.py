@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from metaqap_hf import ImageLoadError, load_image
-from metaqap_hf.pipeline_image_quality import to_pil_image
+from metaqap_hf.image_utils import to_pil_image
 
 from _scoring import cli_environment
 

@@ -23,7 +23,6 @@ from typing import Any
 from PIL import Image
 
 from .. import ImageLoadError
-from ..devices import DTYPES, resolve_dtype
 from ..errors import OptionError
 from ..scoring.inputs import ImageInput
 from ..scoring.options import MAX_BATCH_SIZE
@@ -102,8 +101,7 @@ class ScoringService:
     def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
                  limits: ServiceLimits | None = None):
         self.limits = limits if limits is not None else ServiceLimits()
-        dtype_name = {value: name for name, value in DTYPES.items()}[resolve_dtype(dtype, device)]
-        self.scorer = ImageScorer(model, device=device, dtype=dtype_name)
+        self.scorer = ImageScorer(model, device=device, dtype=dtype)
         self.metrics = ServiceMetrics()
         self.batcher = DynamicBatcher(self.scorer.score_pixels, max_batch=self.limits.max_batch,
                                       max_wait=self.limits.max_wait_ms / 1000, on_batch=self.metrics.batch_scored)
