@@ -22,8 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from .. import ImageLoadError
 from ..errors import OptionError
+from ..image_utils import ImageLoadError
 from ..scoring.inputs import ImageInput
 from ..scoring.options import MAX_BATCH_SIZE
 from ..scoring.scorer import ImageScorer, prepare_pixels
