@@ -20,7 +20,7 @@ from transformers import pipeline
 from metaqap_cli import main
 from metaqap_hf import DEFAULT_MODEL_PATH, MetaQAPImageProcessor, MetaQAPImageProcessorPil, MetaQAPModel
 from metaqap_hf.cards import ModelCardFacts, save_checkpoint
-from metaqap_hf.image_utils import load_image, pixel_values, rescale_pixels, resize_pixels
+from metaqap_hf.image_utils import pixel_values, rescale_pixels, resize_pixels
 from metaqap_hf.scoring import ImageScorer
 
 from _images import random_photo
