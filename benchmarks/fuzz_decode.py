@@ -86,7 +86,9 @@ def _child(args: argparse.Namespace) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    workdir = Path(tempfile.mkdtemp(prefix="fuzz-decode-"))
+    scratch = Path(args.summary).parent  # the driver's temporary folder, removed when the run ends
+    workdir = scratch / "work"
+    workdir.mkdir()
     os.chdir(workdir)  # free-text inputs that name relative paths look here
     processor = MetaQAPImageProcessor(size={"height": REDUCE_FOR[0], "width": REDUCE_FOR[1]})
     artifacts = Path(args.artifacts)
@@ -155,7 +157,8 @@ def _child(args: argparse.Namespace) -> None:
         if state["iterations"] % SUMMARY_EVERY == 0 or violations:
             write_summary()
 
-    corpus = Path(tempfile.mkdtemp(prefix="fuzz-corpus-"))
+    corpus = scratch / "corpus"
+    corpus.mkdir()
     for seed in sorted(SEEDS.iterdir()):
         for index, _ in enumerate(FORMS):
             (corpus / f"{index}-{seed.name}").write_bytes(bytes([index]) + seed.read_bytes())
@@ -190,17 +193,19 @@ def main() -> int:
         _child(args)
         return 0
     args.artifacts = args.artifacts or tempfile.mkdtemp(prefix="fuzz-artifacts-")
-    summary_path = Path(tempfile.mkdtemp(prefix="fuzz-summary-")) / "summary.json"
-    command = [sys.executable, __file__, "--child", "--summary", str(summary_path), "--artifacts", args.artifacts,
-               "--iterations", str(args.iterations), "--seconds", str(args.seconds), "--timeout", str(args.timeout),
-               "--rss-limit-mb", str(args.rss_limit_mb), "--max-len", str(args.max_len), "--seed", str(args.seed)]
-    environment = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                   "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    started = time.monotonic()
-    limit = (args.seconds or 0) + 600 + (args.iterations * args.timeout if not args.seconds else 0)
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=limit)
+    with tempfile.TemporaryDirectory(prefix="fuzz-decode-") as scratch:
+        summary_path = Path(scratch) / "summary.json"
+        command = [sys.executable, __file__, "--child", "--summary", str(summary_path), "--artifacts", args.artifacts,
+                   "--iterations", str(args.iterations), "--seconds", str(args.seconds), "--timeout",
+                   str(args.timeout), "--rss-limit-mb", str(args.rss_limit_mb), "--max-len", str(args.max_len),
+                   "--seed", str(args.seed)]
+        environment = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                       "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        started = time.monotonic()
+        limit = (args.seconds or 0) + 600 + (args.iterations * args.timeout if not args.seconds else 0)
+        result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=limit)
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     stats = [line for line in result.stderr.splitlines() if line.startswith(("stat::", "Done ", "==", "#"))]
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     runs = next((int(line.split()[1]) for line in stats if line.startswith("Done ")), None)
     crashed = result.returncode != 0 and not summary.get("failures")
     report = {"command": " ".join(["python", "benchmarks/fuzz_decode.py", *sys.argv[1:]]),
