@@ -84,6 +84,9 @@ NOT_RUN = {
     r"s3://": "reads a cloud bucket",
     r"spaces/metaqap-demo/app\.py": "serves until stopped; tests/test_demo_space.py starts it and drives it in a "
                                     "browser",
+    r"^metaqap serve\b|^curl .*127\.0\.0\.1:8000": "serves until stopped; tests/test_serving.py runs these lines "
+                                                    "against a served tiny model",
+    r"serve_with_ray\.py(?!.*--check)": "serves until stopped; the --check line runs",
 }
 
 
@@ -95,7 +98,8 @@ def _needs(command: str) -> str | None:
                                                 launch.group(1) == "accelerate launch")
     if wants_gpu and gpus < (int(launch.group(2)) if launch else 1):
         return f"needs {launch.group(2) if launch else 1} GPU(s), this machine has {gpus}"
-    for module, marker in (("ray", "score_with_ray.py"), ("onnxruntime", "export onnx")):
+    for module, marker in (("ray", "score_with_ray.py"), ("ray.serve", "serve_with_ray.py"),
+                           ("onnxruntime", "export onnx")):
         if marker in command and not _importable(module):
             return f"needs the optional package {module}"
     return None
@@ -104,7 +108,10 @@ def _needs(command: str) -> str | None:
 def _importable(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a submodule of a missing package
+        return False
 
 
 # Tiny options appended to commands (argparse keeps the last value of an option).
@@ -114,7 +121,7 @@ TINY_OPTIONS = {
     r"\bmetaqap train-frozen\b": "--backbones tiny --max-epochs 3 --folds 2",
     r"\bmetaqap pretrain\b(?! --help)": "--backbones tiny --random-init --crop-size 48 --steps 2 --batch-size 2 "
                                        "--calibration-samples 8 --validation-samples 4 --metrics gmsd --dtype float32",
-    r"\b(metaqap|-m metaqap_hf) score\b|restore_with_quality_loss\.py|score_with_ray\.py": "--model runs/tiny",
+    r"\b(metaqap|-m metaqap_hf) score\b|restore_with_quality_loss\.py|(score|serve)_with_ray\.py": "--model runs/tiny",
     r"restore_with_quality_loss\.py": "--steps 2 --max-side 96",
     r"score_with_ray\.py": "--actors 1 --num-cpus 2",
 }

@@ -5,6 +5,7 @@ seconds to import); `metaqap COMMAND ...` imports that command's module, which b
 library's own defaults and calls the library. One module per command group:
 
     score.py        score                               metaqap_hf.scoring
+    serve.py        serve                               metaqap_hf.serving
     training.py     train, train-frozen, stack, pretrain metaqap_hf.training, metaqap_hf.pretraining
     evaluate.py     evaluate                            metaqap_hf.evaluation
     weights.py      weights fetch | list                metaqap_hf.weights
@@ -42,6 +43,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; what was finished is kept
 # command: (module in this package, one-line help)
 COMMANDS = {
     "score": ("score", "score images or folders of images"),
+    "serve": ("serve", "serve quality scores over HTTP, batching concurrent requests"),
     "evaluate": ("evaluate", "evaluate a checkpoint on one split of a benchmark"),
     "train": ("training", "fine-tune a MetaQAP model on a benchmark (Accelerate loop)"),
     "train-frozen": ("training", "train the default model's recipe: frozen backbones, MLP heads, stacking"),

@@ -52,6 +52,10 @@ __all__ = [
 
 # Decompression-bomb guard: PIL's default limit, stated explicitly so it is an error (named file) not a warning.
 MAX_IMAGE_PIXELS = 178_956_970
+# PIL decodes a few formats in Python (its `Image.DECODERS`: RLE BMP, QOI, plain PPM, XPM, ...) at about a
+# microsecond a pixel: a 349-byte RLE BMP declaring 132 megapixels took over 10 s (found by benchmarks/fuzz_decode.py).
+# Images that need one of those decoders are refused past this size.
+MAX_PYTHON_DECODED_PIXELS = 4096 * 4096
 # Encoded images read whole into memory (downloads, archive members) stop being read past this size.
 MAX_ENCODED_BYTES = 1 << 30
 # Reduced decoding: an image at least 2 x REDUCED_DECODE_MARGIN times the processor's size on a side is decoded (JPEG
@@ -246,6 +250,11 @@ def load_image(
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise ImageLoadError(name, f"image of {image.width}x{image.height} pixels is too large to score "
                                                f"(the limit is {MAX_IMAGE_PIXELS} pixels)")
+                slow = {tile[0] for tile in image.tile} & set(Image.DECODERS)
+                if slow and image.width * image.height > MAX_PYTHON_DECODED_PIXELS:
+                    raise ImageLoadError(name, f"image of {image.width}x{image.height} pixels is too large for PIL's "
+                                               f"Python {', '.join(sorted(slow))} decoder (the limit for such images "
+                                               f"is {MAX_PYTHON_DECODED_PIXELS} pixels)")
                 orientation = _orientation(image)
                 if reduce_for is not None:  # JPEG: decode at 1/2, 1/4 or 1/8 size when that stays large enough
                     height, width = reduce_for if orientation < 5 else reduce_for[::-1]

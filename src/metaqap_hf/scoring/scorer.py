@@ -30,7 +30,7 @@ from ..pipeline_image_quality import quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
 
-__all__ = ["ImageScorer", "ScoredImage"]
+__all__ = ["ImageScorer", "ScoredImage", "prepare_pixels"]
 
 # Moved to metaqap_hf.devices in 0.2.0.
 __getattr__ = moved_names(__name__, {"DTYPES": "..devices", "resolve_device": "..devices"})
@@ -105,7 +105,7 @@ def _load_checkpoint(model: str | os.PathLike | None):
 # ----------------------------------------------------------------------------------------------------- decoding
 def prepare_pixels(item: ImageInput, processor, input_size: tuple[int, int] | None) -> torch.Tensor:
     """Decode one input and resize it (`image_utils.resize_pixels`): a uint8 (3, H, W) tensor, a quarter of the
-    float's size to move between processes and devices. `_score_batch` rescales (`image_utils.rescale_pixels`):
+    float's size to move between processes and devices. `score_pixels` rescales (`image_utils.rescale_pixels`):
     the steps `pipeline(...)` takes, so the values are the same."""
     return resize_pixels(load_image(item.source, reduce_for=input_size, name=item.key), processor)
 
@@ -247,19 +247,24 @@ class ImageScorer:
         return self.score(ImageInputs(paths), batch_size=batch_size, num_workers=num_workers)
 
     @torch.inference_mode()
+    def score_pixels(self, images: list[torch.Tensor]) -> list[dict]:
+        """The results of images decoded and resized by `prepare_pixels` (uint8 (3, H, W) tensors), in order, as
+        `quality_results` gives them: the batch step of `score` (and of `metaqap_hf.serving`), one forward for
+        images of one size."""
+        if not images:
+            return []
+        shapes = {tuple(image.shape) for image in images}
+        groups = [torch.stack(images)] if len(shapes) == 1 else [image[None] for image in images]
+        outputs = []
+        for group in groups:
+            if self.device.type == "cuda":
+                group = group.pin_memory()
+            group = group.to(self.device, non_blocking=True)
+            outputs += quality_results(self.model(pixel_values=rescale_pixels(group, self.processor)), self.config)
+        return outputs
+
     def _score_batch(self, pending: list[tuple[str, torch.Tensor | None, str | None]]) -> Iterator[ScoredImage]:
-        images = [pixels for _, pixels, _ in pending if pixels is not None]
-        results = iter([])
-        if images:
-            shapes = {tuple(image.shape) for image in images}
-            groups = [torch.stack(images)] if len(shapes) == 1 else [image[None] for image in images]
-            outputs = []
-            for group in groups:
-                if self.device.type == "cuda":
-                    group = group.pin_memory()
-                group = group.to(self.device, non_blocking=True)
-                outputs += quality_results(self.model(pixel_values=rescale_pixels(group, self.processor)), self.config)
-            results = iter(outputs)
+        results = iter(self.score_pixels([pixels for _, pixels, _ in pending if pixels is not None]))
         for key, pixels, reason in pending:
             if pixels is None:
                 yield ScoredImage(key, reason=reason)
