@@ -6,6 +6,7 @@ library's own defaults and calls the library. One module per command group:
 
     score.py        score                               metaqap_hf.scoring
     training.py     train, train-frozen, stack, pretrain metaqap_hf.training, metaqap_hf.pretraining
+                    train-faults
     evaluate.py     evaluate                            metaqap_hf.evaluation
     weights.py      weights fetch | list                metaqap_hf.weights
     data.py         data prepare | push                 metaqap_hf.data, metaqap_hf.hub
@@ -45,6 +46,7 @@ COMMANDS = {
     "train-frozen": ("training", "train the default model's recipe: frozen backbones, MLP heads, stacking"),
     "stack": ("training", "combine trained base models and fit their meta-learner"),
     "pretrain": ("training", "quality-aware pretraining on synthetic distortions of pristine photos"),
+    "train-faults": ("training", "give a checkpoint a fault head: what is wrong with a photo (blur, noise, ...)"),
     "weights": ("weights", "fetch and list ImageNet backbone weights"),
     "data": ("data", "prepare IQA benchmarks as hub datasets and push them"),
     "push": ("hub", "push a checkpoint with its model card to a hub model repo"),
