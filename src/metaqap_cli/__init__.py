@@ -111,12 +111,15 @@ def _is_user_error(error: BaseException) -> bool:
         "metaqap_hf")
 
 
+_FLAG_NAMES = {"paths": "PATH", "top_k_faults": "--faults"}  # where the flag is not the keyword's name
+
+
 def _option_message(error: BaseException) -> str | None:
     """The library's `OptionError` (duck-typed: importing it would import torch) as `--flag value: problem`."""
     option = getattr(error, "option", None)
     if not isinstance(option, str) or not hasattr(error, "problem"):
         return None
-    name = "PATH" if option == "paths" else f"--{option.replace('_', '-')}"
+    name = _FLAG_NAMES.get(option, f"--{option.replace('_', '-')}")
     value = getattr(error, "value", None)
     shown = "" if value is True or value in (None, [], "") else f" {value}"
     return f"{name}{shown}: {error.problem}"

@@ -23,7 +23,7 @@ from transformers.utils import logging as transformers_logging
 
 from ..devices import DTYPES, resolve_device
 from ..image_processing_metaqap import ImageLoadError, MetaQAPImageProcessor, load_image, processor_input_size
-from ..pipeline_image_quality import quality_results
+from ..pipeline_image_quality import check_top_k_faults, quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
 
@@ -35,7 +35,7 @@ _WORKER_DIED = "the decoding process died (a crash or out of memory) while decod
 @dataclass
 class ScoredImage:
     """One input's outcome: a score (clipped to the MOS range, with the unclipped `raw_score`, the base models'
-    scores and their spread), or why it was skipped."""
+    scores and their spread, and the most probable `faults` when asked), or why it was skipped."""
 
     path: str
     score: float | None = None
@@ -43,6 +43,7 @@ class ScoredImage:
     base_scores: dict[str, float] = field(default_factory=dict)
     std: float | None = None
     reason: str | None = None
+    faults: list[dict] | None = None
 
     @property
     def ok(self) -> bool:
@@ -199,19 +200,27 @@ class _Decoder:
 class ImageScorer:
     """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) with its weights
     in `dtype` (``"float32"`` or ``"bfloat16"``, faster on GPUs and on CPUs with AVX512-BF16), as
-    `pipeline(...)` runs it. `model` is a checkpoint folder or hub id (default: the bundled model). Bad values raise
-    `OptionError` naming the option.
+    `pipeline(...)` runs it. `model` is a checkpoint folder or hub id (default: the bundled model). With
+    `top_k_faults`, each result also names the most probable faults (a checkpoint with a fault head). Bad values
+    raise `OptionError` naming the option.
 
         >>> scorer = ImageScorer()
         >>> for item in scorer.score_files(["photos/"]):   # results in input order, as they come
         ...     print(item.path, item.score if item.ok else item.reason)
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32"):
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32",
+                 top_k_faults: int | None = None):
         if dtype not in DTYPES:
             raise OptionError("dtype", dtype, f"accepted: {', '.join(DTYPES)}")
         self.device = resolve_device(device)
         self.model_path, model_object, self.processor = _load_checkpoint(model)
+        if top_k_faults is not None:
+            try:
+                check_top_k_faults(top_k_faults, model_object.config)
+            except ValueError as error:
+                raise OptionError("top_k_faults", top_k_faults, str(error)) from None
+        self.top_k_faults = top_k_faults
         self.dtype = DTYPES[dtype]
         self.model = model_object.eval().to(self.device, self.dtype)
         self.config = self.model.config
@@ -260,7 +269,11 @@ class ImageScorer:
                 pixel_values = processor.rescale_and_normalize(group, processor.do_rescale, processor.rescale_factor,
                                                                processor.do_normalize, processor.image_mean,
                                                                processor.image_std)
-                outputs += quality_results(self.model(pixel_values=pixel_values), self.config)
+                if self.top_k_faults:
+                    output = self.model(pixel_values=pixel_values, output_faults=True)
+                else:
+                    output = self.model(pixel_values=pixel_values)
+                outputs += quality_results(output, self.config, self.top_k_faults)
             results = iter(outputs)
         for key, pixels, reason in pending:
             if pixels is None:
