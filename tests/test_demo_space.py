@@ -1,7 +1,7 @@
 """The Gradio demo in spaces/metaqap-demo, driven for real: the app serves on 127.0.0.1 with the bundled model,
-headless Chromium (Debian's package, through Playwright) uploads two photos, and the scores on the page must be the
-pipeline's, and so must the top faults (the bundled model has a fault head). The page may not reach anything outside the loopback server. A screenshot is saved next to the test's
-files, and to $METAQAP_DEMO_SCREENSHOT when set."""
+headless Chromium (Debian's package, through Playwright) uploads two photos, and the scores and top faults on the
+page must be the pipeline's. The page may not reach anything outside the loopback server. A screenshot is saved next
+to the test's files, and to $METAQAP_DEMO_SCREENSHOT when set."""
 
 from __future__ import annotations
 
