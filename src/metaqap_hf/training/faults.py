@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
@@ -36,6 +37,7 @@ from ..distortions.families import NO_FAULT, fault_head_spec
 from ..image_processing_metaqap import MetaQAPImageProcessor, load_image_tensor
 from ..modeling_metaqap import FaultHead, MetaQAPModel
 from ..pretraining.dataset import find_images
+from ..weights import store_in_half_precision
 
 __all__ = ["FaultRecipe", "FaultSample", "fault_features", "fault_samples", "render_sample", "split_pristine",
            "train_fault_head", "train_faults"]
@@ -209,6 +211,14 @@ def train_fault_head(features: np.ndarray, targets: np.ndarray, num_classes: int
     return head, history
 
 
+def _stored_in_half_precision(checkpoint: str | os.PathLike) -> bool:
+    weights = Path(checkpoint) / "model.safetensors"
+    if not weights.is_file():
+        return False
+    with safe_open(weights, "pt") as stored:
+        return any(stored.get_slice(key).get_dtype() == "F16" for key in stored.keys())
+
+
 def _content_images(content, data_dir, mos_range, recipe: FaultRecipe) -> tuple[list[str], list[bool], str]:
     """The image files of a dataset's train and validation splits (never test) and which count as "none"."""
     from ..data import image_column, load_dataset_source
@@ -246,8 +256,8 @@ def train_faults(
     """Give `checkpoint` a fault head trained on synthetic distortions of the `pristine` photos (folders or files;
     every `recipe.holdout_every`-th is held out and never read) and of `content`'s training images (a dataset as
     `metaqap train` takes it; its test split is never read), and write the checkpoint with the head to
-    `output_dir` (everything else copied unchanged; the stored dtype kept) with ``fault_report.json``. Returns
-    the report."""
+    `output_dir` (everything else copied unchanged; weights stored in half precision again when they were, as
+    `metaqap_hf.weights.store_in_half_precision` writes them) with ``fault_report.json``. Returns the report."""
     from ..hub import command_line
 
     recipe = recipe or FaultRecipe()
@@ -258,9 +268,8 @@ def train_faults(
         content_files, content_none, content_description = _content_images(content, data_dir, mos_range, recipe)
     samples = fault_samples(pristine_train, content_files, content_none, recipe)
 
-    model = MetaQAPModel.from_pretrained(checkpoint).eval()
-    stored_dtype = model.dtype  # written back in it (the bundled checkpoint is stored in float16)
-    model.float()
+    model = MetaQAPModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    half_precision = _stored_in_half_precision(checkpoint)  # asked before output_dir (perhaps the same) is written
     processor = MetaQAPImageProcessor.from_pretrained(checkpoint)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     features = extract_sample_features(model, processor, samples, dtype=feature_dtype,
@@ -285,7 +294,9 @@ def train_faults(
     output_dir = Path(output_dir)
     if Path(checkpoint).is_dir() and Path(checkpoint).resolve() != output_dir.resolve():
         shutil.copytree(checkpoint, output_dir, dirs_exist_ok=True)
-    with_head.to(stored_dtype).save_pretrained(output_dir)
+    with_head.save_pretrained(output_dir)
+    if half_precision:  # as the bundled checkpoint: stored the same way again
+        store_in_half_precision(output_dir)
     processor.save_pretrained(output_dir)
 
     per_class = np.bincount(targets, minlength=len(spec["types"]))
