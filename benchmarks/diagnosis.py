@@ -168,6 +168,13 @@ def contact_sheet(rows: list[dict], output: Path, count: int = 24, columns: int 
     sheet.save(output, optimize=True)
 
 
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else ())
+             if line.startswith("model name")]
+    return f"{names[0]}, {len(names)} cores" if names else platform.processor() or platform.machine()
+
+
 def markdown(synthetic: dict, real: dict, families: list[str]) -> str:
     lines = ["## Held-out pristine photos, family accuracy", "", "| levels | top-1 | top-2 | n |", "|---|---|---|---|"]
     for name, row in [*synthetic["by_level"].items(), ("3-5", synthetic["levels_3_to_5"]),
@@ -219,11 +226,12 @@ def main() -> None:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({
-            "model": args.model, "dtype": args.dtype, "cpu": platform.processor() or platform.machine(),
+            "model": args.model, "dtype": args.dtype, "cpu": cpu_name(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "wall_time_s": round(time.time() - started),
             "synthetic": synthetic, "real": real,
-            "ss02_lowest_24": [{"image": Path(row["path"]).name, "score": row["score"], "faults": row["faults"]} for row in
-                               sorted((r for r in rows if r["subset"] == "ss02"), key=lambda r: r["score"])[:24]],
+            "ss02_lowest_24": [{"image": Path(row["path"]).name, "score": row["score"], "faults": row["faults"]}
+                               for row in sorted((r for r in rows if r["subset"] == "ss02"),
+                                                 key=lambda r: r["score"])[:24]],
         }, indent=2) + "\n")
         args.output.with_suffix(".md").write_text(text + "\n")
 

@@ -3,8 +3,8 @@
 Drop one or more photos: each gets its quality score on the model's MOS scale with a rating in plain words, every
 base model's score, how much the base models disagree (the ensemble's spread), what is most likely wrong with it
 (the fault head's top faults, for a model that has one, as the bundled model), and a picture: the base models'
-scores as bars beside the photo, with a coarse map of its weakest regions and the top faults under it. Runs offline with the model bundled in
-`metaqap-hf`; set METAQAP_DEMO_MODEL to a checkpoint folder or hub id to show another one.
+scores as bars beside the photo, with a coarse map of its weakest regions and the top faults under it. Runs offline
+with the model bundled in `metaqap-hf`; set METAQAP_DEMO_MODEL to a checkpoint folder or hub id to show another one.
 
     python app.py                     # http://127.0.0.1:7860
 

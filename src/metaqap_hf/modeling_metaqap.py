@@ -90,7 +90,8 @@ class FaultHead(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(in_features))
         self.register_buffer("feature_std", torch.ones(in_features))
         if hidden_size:
-            self.mlp = nn.Sequential(nn.Linear(in_features, hidden_size), nn.GELU(), nn.Linear(hidden_size, num_classes))
+            self.mlp = nn.Sequential(nn.Linear(in_features, hidden_size), nn.GELU(),
+                                     nn.Linear(hidden_size, num_classes))
         else:
             self.mlp = nn.Linear(in_features, num_classes)
 
