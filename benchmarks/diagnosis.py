@@ -165,7 +165,7 @@ def contact_sheet(rows: list[dict], output: Path, count: int = 24, columns: int 
         for line_number, line in enumerate(lines):
             draw.text((left + 2, top + thumb + 2 + 13 * line_number), line, fill="black", font=font)
     output.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(output, optimize=True)
+    sheet.save(output, optimize=True)  # true colour: a palette would add the banding a person is asked to judge
 
 
 def cpu_name() -> str:
