@@ -37,7 +37,7 @@ from metaqap_hf.data import load_biq2021
 from metaqap_hf.data.images import image_column
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS
 from metaqap_hf.distortions.families import NO_FAULT
-from metaqap_hf.image_processing_metaqap import load_image
+from metaqap_hf.image_utils import load_image
 from metaqap_hf.pretraining.dataset import find_images
 from metaqap_hf.training.faults import REPORT_FILE, FaultRecipe, FaultSample, render_sample, split_pristine
 

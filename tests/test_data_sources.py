@@ -205,3 +205,17 @@ def test_a_benchmark_loaded_in_python_keeps_its_name(tmp_path):
     assert (source.name, source.dataset_id, source.mos_range, source.mos_name) == (
         "BIQ2021", "biq2021", (0.0, 1.0), "BIQ2021 MOS (0-1)")
     assert source.origin == "a DatasetDict given in Python"
+
+
+def test_pretraining_content_is_the_train_and_validation_files_and_never_embedded_images(tmp_path):
+    from metaqap_hf.pretraining.content import training_image_files
+
+    biq = write_biq2021_layout(tmp_path / "biq", train=10, test=4, size=40)
+    files = training_image_files("biq2021", biq)
+    test_names = set(load_biq2021(biq)["test"]["image_name"])
+    assert len(files) == 10 and all(Path(path).is_file() for path in files)
+    assert len(test_names) == 4 and test_names <= {path.name for path in (biq / "Images").iterdir()}
+    assert not {Path(path).name for path in files} & test_names  # the test split is never read
+    prepared = prepare_dataset("biq2021", biq, tmp_path / "prepared", validation_fraction=0.2)
+    with pytest.raises(ValueError, match="its images are embedded in the dataset, and pretraining reads image files"):
+        training_image_files(prepared)

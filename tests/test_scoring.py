@@ -184,7 +184,7 @@ def test_scores_outside_the_range_are_clipped_and_the_raw_value_kept(tmp_path, p
     ({"device": "cuda:99"}, "device", "accepted here: auto, cpu"),
     ({"device": "nonsense"}, "device", "unknown device"),
     ({"device": "meta"}, "device", "not available here"),
-    ({"dtype": "float16"}, "dtype", "accepted: float32, bfloat16"),
+    ({"dtype": "float16"}, "dtype", "accepted: auto, float32, bfloat16"),
     ({"model": "/no/such/folder"}, "model", "no such folder"),
     ({"model": "nobody/no-model-here"}, "model", "cannot load it"),
 ])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 from tqdm.auto import tqdm
 
+from metaqap_hf.devices import DTYPES
 from metaqap_hf.scoring import (
     FORMATS,
     ImageInputs,
@@ -20,11 +20,18 @@ from metaqap_hf.scoring import (
 )
 from metaqap_hf.pipeline_image_quality import DEFAULT_TOP_K_FAULTS
 from metaqap_hf.scoring.options import MAX_BATCH_SIZE, MAX_NUM_WORKERS
-from metaqap_hf.scoring.scorer import DTYPES
 
-from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOTHING_SCORED, EXIT_OK, EXIT_SKIPPED, command_parser
+from . import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING_SCORED,
+    EXIT_OK,
+    EXIT_SKIPPED,
+    command_parser,
+    library_defaults,
+)
 
-DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(score_to_output).parameters.items()}
+DEFAULTS = library_defaults(score_to_output)
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:

@@ -4,40 +4,33 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import json
 import os
 from dataclasses import asdict
 
-import torch
-
 from metaqap_hf.configuration_metaqap import META_LEARNER_METHODS
+from metaqap_hf.devices import DTYPES
 from metaqap_hf.factory import BACKBONE_PRESETS
 from metaqap_hf.losses import LOSSES
 from metaqap_hf.pretraining.stage import pretrain
 from metaqap_hf.training import (
     AccelerateTrainingArguments,
+    FinetuningOptions,
     FrozenRecipe,
     finetune,
-    prepare_finetuning,
     stack_checkpoints,
     train_frozen,
 )
 
-from . import EXIT_OK, command_parser
+from . import EXIT_OK, command_parser, library_defaults
 from .data import add_dataset_options, dataset_options
 
-LOOP = {field.name: field.default for field in dataclasses.fields(AccelerateTrainingArguments)}
-FROZEN = {field.name: field.default for field in dataclasses.fields(FrozenRecipe)}
+LOOP = library_defaults(AccelerateTrainingArguments)
+FROZEN = library_defaults(FrozenRecipe)
 # The precision of training and feature extraction, named as everywhere else in the command line.
 MIXED_PRECISION = {"bfloat16": "bf16", "float32": "no"}
 DTYPE_OF_MIXED_PRECISION = {value: key for key, value in MIXED_PRECISION.items()}
-
-
-def _defaults(function) -> dict:
-    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
-            if parameter.default is not inspect.Parameter.empty}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 def _weight_source(text: str) -> tuple[str, str]:
@@ -77,7 +70,7 @@ def _add_loop_options(group) -> None:
 
 # ------------------------------------------------------------------------------------------------- train
 def _train_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(prepare_finetuning)
+    defaults = library_defaults(FinetuningOptions)
     parser = command_parser(
         command,
         "Fine-tune the base models of a fresh MetaQAP model on a dataset's train split with the Accelerate loop "
@@ -86,7 +79,8 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
         "final/ (each with its model card, README.md), checkpoints/, metrics.jsonl, training_result.json; prints "
         "the result. Several processes: on GPUs `accelerate launch --num_processes N -m metaqap_hf train ...`, on "
         "CPUs `accelerate launch --multi_gpu --num_processes N -m metaqap_hf train ...`. "
-        "Python: metaqap_hf.training.finetune(DATASET, OUTPUT_DIR, ...).",
+        "Python: metaqap_hf.training.finetune(DATASET, AccelerateTrainingArguments(OUTPUT_DIR, ...), "
+        "FinetuningOptions(...)).",
     )
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="run folder (rerun to resume)")
     add_dataset_options(parser, "share of the training images held out for model selection, when the dataset "
@@ -126,17 +120,20 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    result = finetune(
-        args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
-        pretrained=not args.random_init, weight_sources=dict(args.weights), backbones_from=args.backbones_from,
-        loss=args.loss, image_size=args.image_size, train_limit=args.train_limit,
-        validation_limit=args.validation_limit,
+    options = FinetuningOptions(
+        **dataset_options(args), backbones=args.backbones, pretrained=not args.random_init,
+        weight_sources=dict(args.weights), backbones_from=args.backbones_from, loss=args.loss,
+        image_size=args.image_size, train_limit=args.train_limit, validation_limit=args.validation_limit,
         cache=not args.no_cache, cache_dir=args.cache_dir, num_workers=args.num_workers, seed=args.seed,
-        num_epochs=args.epochs, max_steps=args.max_steps, per_device_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, head_learning_rate=args.head_lr,
-        mixed_precision=MIXED_PRECISION[args.dtype], train_backbones=not args.freeze_backbones,
-        save_every_steps=args.save_every, eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
     )
+    loop = AccelerateTrainingArguments(
+        args.output_dir, seed=args.seed, num_workers=args.num_workers, num_epochs=args.epochs,
+        max_steps=args.max_steps, per_device_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=MIXED_PRECISION[args.dtype],
+        train_backbones=not args.freeze_backbones, save_every_steps=args.save_every, eval_every_steps=args.eval_every,
+        early_stopping_patience=args.patience,
+    )
+    result = finetune(args.dataset, loop, options)
     if int(os.environ.get("RANK", "0")) == 0:  # launched as several processes, one of them reports
         print(json.dumps(asdict(result), indent=2))
     return EXIT_OK
@@ -144,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ train-frozen
 def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(train_frozen)
+    defaults = library_defaults(train_frozen)
     parser = command_parser(
         command,
         "Train the default model's recipe on any dataset on a CPU (it reproduces metaqap-lite-biq2021 from the raw "
@@ -164,7 +161,7 @@ def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
                         help="backbone input side (default: the preset's)")
     parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
                         help="keep pooled features here and reuse them")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=str(defaults["feature_dtype"])[6:],
+    parser.add_argument("--dtype", choices=list(DTYPES), default=DTYPE_NAMES[defaults["feature_dtype"]],
                         help="feature extraction precision")
     parser.add_argument("--device", default=defaults["device"], metavar="D",
                         help="where features are computed (default: cuda when available)")
@@ -187,7 +184,7 @@ def run_train_frozen(args: argparse.Namespace) -> int:
                           folds=args.folds, loss=args.loss, meta_learner=args.meta_learner, seed=args.seed)
     report = train_frozen(args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
                           image_size=args.image_size, recipe=recipe, feature_cache=args.cache_dir,
-                          feature_dtype=getattr(torch, args.dtype), pretrained=not args.random_init,
+                          feature_dtype=DTYPES[args.dtype], pretrained=not args.random_init,
                           weight_sources=dict(args.weights), backbones_from=args.backbones_from,
                           device=args.device)
     print(json.dumps({
@@ -205,7 +202,7 @@ def run_train_frozen(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- stack
 def _stack_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(stack_checkpoints)
+    defaults = library_defaults(stack_checkpoints)
     parser = command_parser(
         command,
         "Combine trained MetaQAP checkpoints into one model and fit the meta-learner on their predictions for the "
@@ -234,25 +231,8 @@ def run_stack(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- pretrain
-def _training_image_files(dataset: str, data_dir: str | None, mos_range) -> list[str]:
-    """The image files of a dataset's train and validation splits (pretraining content: the test split is never
-    read). Pretraining decodes files, so images embedded in parquet are refused with the reason."""
-    from metaqap_hf.data import image_column, load_dataset_source
-
-    source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=0.0)
-    files = []
-    for split in ("train", "validation"):
-        for item in image_column(source.dataset[split]) if split in source.dataset else ():
-            path = item.get("path") if isinstance(item, dict) else str(item)
-            if isinstance(item, dict) and item.get("bytes") or not path:
-                raise ValueError(f"{source.describe()}: its images are embedded in the dataset, and pretraining "
-                                 "reads image files; give their folder with --pristine-dir instead")
-            files.append(path)
-    return files
-
-
 def _pretrain_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(pretrain)
+    defaults = library_defaults(pretrain)
     parser = command_parser(
         command,
         "Train a fresh MetaQAP model's backbones and heads (ImageNet start) on pseudo-MOS: random crops of the "
@@ -297,6 +277,7 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from metaqap_hf.pretraining.content import training_image_files
     from metaqap_hf.scoring.inputs import iter_path_list
 
     content = list(args.pristine_dir)
@@ -304,7 +285,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         with open(listing, "rb") as stream:
             content.extend(iter_path_list(stream))
     if args.content_dataset is not None:
-        content.extend(_training_image_files(args.content_dataset, args.data_dir, args.mos_range))
+        content.extend(training_image_files(args.content_dataset, args.data_dir, mos_range=args.mos_range))
     if args.shards is not None and content:
         raise ValueError("--shards replaces --pristine-dir and --files-from: give one or the other")
     if args.shards is None and not content:
@@ -325,7 +306,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def _train_faults_parser(command: str) -> argparse.ArgumentParser:
     from metaqap_hf.training.faults import FaultRecipe, train_faults
 
-    defaults, recipe = _defaults(train_faults), FaultRecipe()
+    defaults, recipe = library_defaults(train_faults), library_defaults(FaultRecipe)
     parser = command_parser(
         command,
         "Give a trained checkpoint a fault head, a classifier of what is wrong with a photo (the 25 synthetic "
@@ -348,40 +329,39 @@ def _train_faults_parser(command: str) -> argparse.ArgumentParser:
                         help="--content-dataset's score scale, for a table")
     parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
                         help="keep the features here (in chunks) and reuse them")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=str(defaults["feature_dtype"])[6:],
+    parser.add_argument("--dtype", choices=list(DTYPES), default=DTYPE_NAMES[defaults["feature_dtype"]],
                         help="feature extraction precision")
     parser.add_argument("--device", default=defaults["device"], metavar="D",
                         help="where features are computed (default: cuda when available)")
-    parser.add_argument("--distorted-per-pristine", type=int, default=recipe.distorted_per_pristine, metavar="N",
+    parser.add_argument("--distorted-per-pristine", type=int, default=recipe["distorted_per_pristine"], metavar="N",
                         help="distorted versions of each pristine training photo")
-    parser.add_argument("--distorted-per-image", type=int, default=recipe.distorted_per_image, metavar="N",
+    parser.add_argument("--distorted-per-image", type=int, default=recipe["distorted_per_image"], metavar="N",
                         help="distorted versions of each dataset training image")
-    parser.add_argument("--none-min-quality", type=float, default=recipe.none_min_quality, metavar="Q",
+    parser.add_argument("--none-min-quality", type=float, default=recipe["none_min_quality"], metavar="Q",
                         help="dataset images rated at least this (0-1 along the MOS range) also teach 'none'")
-    parser.add_argument("--holdout-every", type=int, default=recipe.holdout_every, metavar="N",
+    parser.add_argument("--holdout-every", type=int, default=recipe["holdout_every"], metavar="N",
                         help="hold out every N-th pristine photo (for the benchmark)")
-    parser.add_argument("--hidden-size", type=int, default=recipe.hidden_size, metavar="N",
+    parser.add_argument("--hidden-size", type=int, default=recipe["hidden_size"], metavar="N",
                         help="fault head width (0: linear)")
-    parser.add_argument("--max-epochs", type=int, default=recipe.max_epochs, metavar="N",
+    parser.add_argument("--max-epochs", type=int, default=recipe["max_epochs"], metavar="N",
                         help="most epochs (the best is chosen on held-out source images)")
-    parser.add_argument("--seed", type=int, default=recipe.seed, metavar="N", help="seed of samples and head")
+    parser.add_argument("--seed", type=int, default=recipe["seed"], metavar="N", help="seed of samples and head")
     parser.set_defaults(func=run_train_faults)
     return parser
 
 
 def run_train_faults(args: argparse.Namespace) -> int:
-    from metaqap_hf import DEFAULT_MODEL_PATH
     from metaqap_hf.training.faults import FaultRecipe, train_faults
 
     recipe = FaultRecipe(distorted_per_pristine=args.distorted_per_pristine,
                          distorted_per_image=args.distorted_per_image, none_min_quality=args.none_min_quality,
                          holdout_every=args.holdout_every, hidden_size=args.hidden_size,
                          max_epochs=args.max_epochs, seed=args.seed)
-    report = train_faults(args.model or DEFAULT_MODEL_PATH, args.output_dir, pristine=args.pristine_dir,
+    report = train_faults(args.model, args.output_dir, pristine=args.pristine_dir,
                           content=args.content_dataset, data_dir=args.data_dir, mos_range=args.mos_range,
-                          recipe=recipe, feature_cache=args.cache_dir, feature_dtype=getattr(torch, args.dtype),
+                          recipe=recipe, feature_cache=args.cache_dir, feature_dtype=DTYPES[args.dtype],
                           device=args.device)
-    print(json.dumps({key: report[key] for key in ("samples", "epochs", "wall_time_s")} | {
+    print(json.dumps({key: report[key] for key in ("samples", "epochs", "none_offset", "wall_time_s")} | {
         "checkpoint": str(args.output_dir),
         "validation_family_accuracy": max(report["validation_family_accuracy_by_epoch"])}, indent=2))
     return EXIT_OK

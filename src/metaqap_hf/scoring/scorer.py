@@ -21,13 +21,19 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from ..devices import DTYPES, resolve_device
-from ..image_processing_metaqap import ImageLoadError, MetaQAPImageProcessor, load_image, processor_input_size
+from .. import devices
+from ..default_model import DEFAULT_MODEL_PATH
+from ..deprecation import moved_names
+from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..image_utils import ImageLoadError, load_image, processor_input_size, rescale_pixels, resize_pixels
 from ..pipeline_image_quality import check_top_k_faults, quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
 
-__all__ = ["DTYPES", "ImageScorer", "ScoredImage", "resolve_device"]
+__all__ = ["ImageScorer", "ScoredImage"]
+
+# Moved to metaqap_hf.devices in 0.2.0.
+__getattr__ = moved_names(__name__, {"DTYPES": "..devices", "resolve_device": "..devices"})
 
 _WORKER_DIED = "the decoding process died (a crash or out of memory) while decoding this file"
 
@@ -57,7 +63,6 @@ def _looks_like_path(name: str) -> bool:
 def _load_checkpoint(model: str | os.PathLike | None):
     """(name, model, processor) of a MetaQAP checkpoint folder or hub id, or an `OptionError` that says what the
     folder is not."""
-    from .. import DEFAULT_MODEL_PATH
     from ..modeling_metaqap import MetaQAPModel
 
     name = str(model if model is not None else DEFAULT_MODEL_PATH)
@@ -100,11 +105,10 @@ def _load_checkpoint(model: str | os.PathLike | None):
 
 # ----------------------------------------------------------------------------------------------------- decoding
 def prepare_pixels(item: ImageInput, processor, input_size: tuple[int, int] | None) -> torch.Tensor:
-    """Decode one input and resize it with the processor, stopping before its rescale: a uint8 (3, H, W) tensor
-    (a quarter of the float's size to move between processes and devices). `_score_batch` applies the processor's
-    own rescale, so the values are those `pipeline(...)` computes."""
-    image = load_image(item.source, reduce_for=input_size, name=item.key)
-    return processor(images=image, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"][0]
+    """Decode one input and resize it (`image_utils.resize_pixels`): a uint8 (3, H, W) tensor, a quarter of the
+    float's size to move between processes and devices. `_score_batch` rescales (`image_utils.rescale_pixels`):
+    the steps `pipeline(...)` takes, so the values are the same."""
+    return resize_pixels(load_image(item.source, reduce_for=input_size, name=item.key), processor)
 
 
 _worker_state: tuple = ()
@@ -211,9 +215,8 @@ class ImageScorer:
 
     def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32",
                  top_k_faults: int | None = None):
-        if dtype not in DTYPES:
-            raise OptionError("dtype", dtype, f"accepted: {', '.join(DTYPES)}")
-        self.device = resolve_device(device)
+        self.device = devices.resolve_device(device)
+        self.dtype = devices.resolve_dtype(dtype, self.device)
         self.model_path, model_object, self.processor = _load_checkpoint(model)
         if top_k_faults is not None:
             try:
@@ -221,7 +224,6 @@ class ImageScorer:
             except ValueError as error:
                 raise OptionError("top_k_faults", top_k_faults, str(error)) from None
         self.top_k_faults = top_k_faults
-        self.dtype = DTYPES[dtype]
         self.model = model_object.eval().to(self.device, self.dtype)
         self.config = self.model.config
         self.input_size = processor_input_size(self.processor)
@@ -258,7 +260,6 @@ class ImageScorer:
         images = [pixels for _, pixels, _ in pending if pixels is not None]
         results = iter([])
         if images:
-            processor = self.processor
             shapes = {tuple(image.shape) for image in images}
             groups = [torch.stack(images)] if len(shapes) == 1 else [image[None] for image in images]
             outputs = []
@@ -266,9 +267,7 @@ class ImageScorer:
                 if self.device.type == "cuda":
                     group = group.pin_memory()
                 group = group.to(self.device, non_blocking=True)
-                pixel_values = processor.rescale_and_normalize(group, processor.do_rescale, processor.rescale_factor,
-                                                               processor.do_normalize, processor.image_mean,
-                                                               processor.image_std)
+                pixel_values = rescale_pixels(group, self.processor)
                 if self.top_k_faults:
                     output = self.model(pixel_values=pixel_values, output_faults=True)
                 else:

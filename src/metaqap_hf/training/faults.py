@@ -32,9 +32,11 @@ from PIL import Image
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from ..default_model import DEFAULT_MODEL_PATH
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
 from ..distortions.families import NO_FAULT, fault_head_spec
-from ..image_processing_metaqap import MetaQAPImageProcessor, load_image_tensor
+from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..image_utils import load_image_tensor, pixel_values
 from ..modeling_metaqap import FaultHead, MetaQAPModel
 from ..pretraining.dataset import find_images
 from ..weights import store_in_half_precision
@@ -123,9 +125,9 @@ def fault_features(model: MetaQAPModel, processor, images: Sequence[Image.Image]
                    dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Every backbone's pooled features of `images`, concatenated: the fault head's input (N, D) float32."""
     device = next(model.parameters()).device
-    pixel_values = processor(images=list(images), return_tensors="pt")["pixel_values"].to(device)
+    batch = pixel_values(images, processor).to(device)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        return torch.cat([model.base_features(pixel_values, i) for i in range(len(model.heads))], dim=1).float()
+        return torch.cat([model.base_features(batch, i) for i in range(len(model.heads))], dim=1).float()
 
 
 def _weights_digest(model: MetaQAPModel) -> str:
@@ -260,7 +262,7 @@ def _content_images(content, data_dir, mos_range, recipe: FaultRecipe) -> tuple[
 
 
 def train_faults(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     output_dir: str | os.PathLike,
     *,
     pristine: Sequence[str | os.PathLike],
@@ -273,7 +275,7 @@ def train_faults(
     device: str | None = None,
     training_command: str | None = None,
 ) -> dict:
-    """Give `checkpoint` a fault head trained on synthetic distortions of the `pristine` photos (folders or files;
+    """Give `checkpoint` (None: the bundled default model) a fault head trained on synthetic distortions of the `pristine` photos (folders or files;
     every `recipe.holdout_every`-th is held out and never read) and of `content`'s training images (a dataset as
     `metaqap train` takes it; its test split is never read), and write the checkpoint with the head to
     `output_dir` (everything else copied unchanged; weights stored in half precision again when they were, as
@@ -281,6 +283,7 @@ def train_faults(
     from ..hub import command_line
 
     recipe = recipe or FaultRecipe()
+    checkpoint = DEFAULT_MODEL_PATH if checkpoint is None else checkpoint
     started = time.time()
     pristine_train, pristine_held_out = split_pristine(find_images(pristine), recipe.holdout_every)
     content_files, content_none, content_description = ([], [], None)
