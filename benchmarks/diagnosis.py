@@ -38,7 +38,6 @@ from metaqap_hf.data.images import image_column
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS
 from metaqap_hf.distortions.families import NO_FAULT
 from metaqap_hf.image_utils import load_image
-from metaqap_hf.pretraining.dataset import find_images
 from metaqap_hf.training.faults import REPORT_FILE, FaultRecipe, FaultSample, render_sample, split_pristine
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -71,7 +70,7 @@ class Diagnoser:
 def held_out_photos(model: str, pristine_dirs: list[str], every: int) -> list[str]:
     """The pristine photos the fault head never saw; checked against the training report when the checkpoint has
     one (the same photos, or the benchmark refuses)."""
-    _, held_out = split_pristine(find_images(pristine_dirs), every)
+    _, held_out = split_pristine(pristine_dirs, every)
     report_file = Path(model) / REPORT_FILE
     if report_file.is_file():
         trained_held_out = {Path(path).name for path in json.loads(report_file.read_text())["pristine"]["held_out"]}

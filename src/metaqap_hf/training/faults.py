@@ -35,10 +35,10 @@ from tqdm.auto import tqdm
 from ..default_model import DEFAULT_MODEL_PATH
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
 from ..distortions.families import NO_FAULT, fault_head_spec
+from ..files import walk_files
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import load_image_tensor, pixel_values
 from ..modeling_metaqap import FaultHead, MetaQAPModel
-from ..pretraining.dataset import find_images
 from ..weights import store_in_half_precision
 
 __all__ = ["FaultRecipe", "FaultSample", "fault_features", "fault_samples", "render_sample", "split_pristine",
@@ -79,9 +79,14 @@ class FaultSample:
     group: int  # the source image's number: samples of one image stay on one side of the validation split
 
 
-def split_pristine(paths: Sequence[str | os.PathLike], every: int) -> tuple[list[str], list[str]]:
-    """(training, held-out) pristine photos: every `every`-th (1-based, in the given order) is held out."""
-    paths = [str(path) for path in paths]
+def split_pristine(sources: Sequence[str | os.PathLike], every: int) -> tuple[list[str], list[str]]:
+    """(training, held-out) pristine photos of `sources` (folders searched recursively, or image files; in sorted
+    order): every `every`-th (1-based) is held out. A source that cannot be used is an error naming it."""
+    walk = walk_files(sources, images_only=True)
+    if walk.problems or not walk.files:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in walk.problems[:3]) or "no images in them"
+        raise FileNotFoundError(f"pristine photos {[str(source) for source in sources]}: {shown}")
+    paths = [str(path) for path in walk.files]
     return ([p for i, p in enumerate(paths) if (i + 1) % every],
             [p for i, p in enumerate(paths) if not (i + 1) % every])
 
@@ -285,7 +290,7 @@ def train_faults(
     recipe = recipe or FaultRecipe()
     checkpoint = DEFAULT_MODEL_PATH if checkpoint is None else checkpoint
     started = time.time()
-    pristine_train, pristine_held_out = split_pristine(find_images(pristine), recipe.holdout_every)
+    pristine_train, pristine_held_out = split_pristine(pristine, recipe.holdout_every)
     content_files, content_none, content_description = ([], [], None)
     if content is not None:
         content_files, content_none, content_description = _content_images(content, data_dir, mos_range, recipe)
