@@ -32,6 +32,7 @@ from PIL import Image
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from ..cards import command_line
 from ..default_model import DEFAULT_MODEL_PATH
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
 from ..distortions.families import NO_FAULT, fault_head_spec
@@ -285,8 +286,6 @@ def train_faults(
     `metaqap train` takes it; its test split is never read), and write the checkpoint with the head to
     `output_dir` (everything else copied unchanged; weights stored in half precision again when they were, as
     `metaqap_hf.weights.store_in_half_precision` writes them) with ``fault_report.json``. Returns the report."""
-    from ..hub import command_line
-
     recipe = recipe or FaultRecipe()
     checkpoint = DEFAULT_MODEL_PATH if checkpoint is None else checkpoint
     started = time.time()
