@@ -281,11 +281,12 @@ def train_faults(
     device: str | None = None,
     training_command: str | None = None,
 ) -> dict:
-    """Give `checkpoint` (None: the bundled default model) a fault head trained on synthetic distortions of the `pristine` photos (folders or files;
-    every `recipe.holdout_every`-th is held out and never read) and of `content`'s training images (a dataset as
-    `metaqap train` takes it; its test split is never read), and write the checkpoint with the head to
-    `output_dir` (everything else copied unchanged; weights stored in half precision again when they were, as
-    `metaqap_hf.weights.store_in_half_precision` writes them) with ``fault_report.json``. Returns the report."""
+    """Give `checkpoint` (None: the bundled default model) a fault head trained on synthetic distortions of the
+    `pristine` photos (folders or files; every `recipe.holdout_every`-th is held out and never read) and of
+    `content`'s training images (a dataset as `metaqap train` takes it; its test split is never read), and write the
+    checkpoint with the head to `output_dir` (everything else copied unchanged; weights stored in half precision
+    again when they were, as `metaqap_hf.weights.store_in_half_precision` writes them) with ``fault_report.json``.
+    Returns the report."""
     recipe = recipe or FaultRecipe()
     checkpoint = DEFAULT_MODEL_PATH if checkpoint is None else checkpoint
     started = time.time()
