@@ -1,7 +1,7 @@
 """The Gradio demo in spaces/metaqap-demo, driven for real: the app serves on 127.0.0.1 with the bundled model,
-headless Chromium (Debian's package, through Playwright) uploads two photos, and the scores on the page must be the
-pipeline's. The page may not reach anything outside the loopback server. A screenshot is saved next to the test's
-files, and to $METAQAP_DEMO_SCREENSHOT when set."""
+headless Chromium (Debian's package, through Playwright) uploads two photos, and the scores and top faults on the
+page must be the pipeline's. The page may not reach anything outside the loopback server. A screenshot is saved next
+to the test's files, and to $METAQAP_DEMO_SCREENSHOT when set."""
 
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def test_uploaded_photos_show_the_pipelines_scores_ratings_and_pictures(served, 
             page.locator("#table table").first.wait_for(timeout=30_000)
             shown = {card.locator(".name").inner_text(): (card.locator(".score-value").inner_text(),
                                                           card.locator(".rating").inner_text(),
-                                                          card.locator(".spread").inner_text())
+                                                          card.locator(".spread").inner_text(),
+                                                          card.locator(".faults").inner_text())
                      for card in cards.all()}
             table_text = page.locator("#table").inner_text()
             picture_height = page.locator("#pictures img").first.evaluate("image => image.naturalHeight")
@@ -98,8 +99,9 @@ def test_uploaded_photos_show_the_pipelines_scores_ratings_and_pictures(served, 
     mos_range = tuple(scorer.model.config.mos_range)
     assert set(shown) == {path.name for path in photos}
     for path in photos:
-        expected = scorer(str(path))
-        score, words, spread = shown[path.name]
+        expected = scorer(str(path), faults=True)
+        score, words, spread, faults = shown[path.name]
+        assert faults == f"Likely faults: {app.fault_words(expected['faults'])}"  # the bundled model's fault head
         assert float(score) == pytest.approx(expected["score"], abs=0.5e-3 + 1e-6)  # shown with 3 decimals
         assert words == app.rating(expected["score"], mos_range)[0]
         assert float(re.search(r"±([0-9.]+)", spread).group(1)) == pytest.approx(expected["std"], abs=0.5e-3 + 1e-6)

@@ -122,6 +122,10 @@ TINY_OPTIONS = {
     r"\bmetaqap pretrain\b(?! --help)": "--backbones tiny --random-init --crop-size 48 --steps 2 --batch-size 2 "
                                        "--calibration-samples 8 --validation-samples 4 --metrics gmsd --dtype float32",
     r"\b(metaqap|-m metaqap_hf) score\b|restore_with_quality_loss\.py|(score|serve)_with_ray\.py": "--model runs/tiny",
+    r"\bmetaqap score\b.* --faults\b": "--model runs/tiny-faults",
+    r"\bmetaqap train-faults\b": "--model runs/tiny --distorted-per-pristine 1 --max-epochs 2 --holdout-every 2 "
+                                  "--dtype float32",
+    r"benchmarks/diagnosis\.py": "--model runs/tiny-faults --holdout-every 2 --photos-per-condition 1 --dtype float32",
     r"restore_with_quality_loss\.py": "--steps 2 --max-side 96",
     r"score_with_ray\.py": "--actors 1 --num-cpus 2",
 }
@@ -166,6 +170,7 @@ def make_workspace(folder: Path) -> Path:
     (folder / "list.txt").write_text("".join(f"photos/{name}\n" for name in ("a.jpg", "b.png")))
     write_biq2021_layout(folder / "biq", train=72, test=12, size=32, subsets=("ss01", "ss02", "ss03"))
     save_tiny_checkpoint(folder / "runs" / "tiny")
+    save_tiny_checkpoint(folder / "runs" / "tiny-faults", fault_head=True)
     save_tiny_checkpoint(folder / "runs" / "a" / "best")
     other = create_model([{"name": "test_resnet", "image_size": 96}], pretrained=False, mos_range=(0.0, 1.0))
     other.save_pretrained(folder / "runs" / "b" / "best")  # stacking wants base models that differ

@@ -106,4 +106,8 @@ def test_a_checkpoint_saved_by_0_1_scores_the_same_saved_again(tmp_path):
     photos = [str(PHOTOS[0])]
     old = pipeline("image-quality", model=str(DEFAULT_MODEL_PATH))(photos)
     new = pipeline("image-quality", model=str(resaved))(photos)
-    assert old == new
+    # the same float32 values once loaded; stored half-size in one file and float32 in the other, they lie at other
+    # offsets, and the last bits of a sum may differ (up to 1e-7 on the bundled model)
+    assert [result["score"] for result in new] == pytest.approx([result["score"] for result in old], abs=1e-6)
+    for old_result, new_result in zip(old, new):
+        assert new_result["base_scores"] == pytest.approx(old_result["base_scores"], abs=1e-6)

@@ -1,9 +1,10 @@
 """MetaQAP image quality, a Gradio demo in the Hugging Face Spaces layout (this folder is the Space).
 
 Drop one or more photos: each gets its quality score on the model's MOS scale with a rating in plain words, every
-base model's score, how much the base models disagree (the ensemble's spread), and a picture: the base models'
-scores as bars beside the photo, with a coarse map of its weakest regions. Runs offline with the model bundled in
-`metaqap-hf`; set METAQAP_DEMO_MODEL to a checkpoint folder or hub id to show another one.
+base model's score, how much the base models disagree (the ensemble's spread), what is most likely wrong with it
+(the fault head's top faults, for a model that has one, as the bundled model), and a picture: the base models'
+scores as bars beside the photo, with a coarse map of its weakest regions and the top faults under it. Runs offline
+with the model bundled in `metaqap-hf`; set METAQAP_DEMO_MODEL to a checkpoint folder or hub id to show another one.
 
     python app.py                     # http://127.0.0.1:7860
 
@@ -38,6 +39,7 @@ RATING_COLOURS = ("#c0392b", "#e67e22", "#d4ac0d", "#7cb342", "#2e7d32")
 # The spread of the base scores, as a fraction of the MOS scale, under which the base models count as agreeing.
 AGREEMENT = ((0.03, "the base models agree"), (0.08, "the base models disagree a little"))
 MAP_GRID = 3  # the coarse map scores a MAP_GRID x MAP_GRID grid of regions
+TOP_FAULTS = 3  # faults shown per photo (models with a fault head)
 REGION_NAMES = {0: "top", 1: "middle", 2: "bottom"}, {0: "left", 1: "centre", 2: "right"}
 
 # System fonts only: the page loads nothing from outside the server.
@@ -54,6 +56,7 @@ CSS = """
 .score-card .rating {display: inline-block; color: white; border-radius: 999px; padding: 1px 10px;
                      font-weight: 600; margin-right: 6px;}
 .score-card .spread {font-size: 0.85em; margin-top: 6px;}
+.score-card .faults {font-size: 0.85em; margin-top: 4px;}
 .score-card.skipped {border-style: dashed;}
 """
 # What `launch` needs beside the server options (Gradio 6 takes the look at launch).
@@ -125,6 +128,9 @@ def figure(scorer: ImageScorer, item: ScoredImage, regions: np.ndarray | None) -
                        f"{REGION_NAMES[1][worst[1]]}", fontsize=12)
     else:
         left.set_title(Path(item.path).name, fontsize=12)
+    if item.faults:
+        left.text(0.5, -0.03, f"Likely faults: {fault_words(item.faults)}", transform=left.transAxes, ha="center",
+                  va="top", fontsize=11)
 
     names = [*item.base_scores, "MetaQAP ensemble"]
     values = [*item.base_scores.values(), item.score]
@@ -167,6 +173,11 @@ def stack(pictures: list[Image.Image], margin: int = 36) -> Image.Image | None:
     return sheet
 
 
+def fault_words(faults: list[dict]) -> str:
+    """"motion blur 71% (blur), ..." for the most probable faults."""
+    return ", ".join(f"{fault['label']} {fault['score']:.0%} ({fault['family']})" for fault in faults)
+
+
 def score_card(item: ScoredImage, mos_range: tuple[float, float]) -> str:
     name = html.escape(Path(item.path).name)
     if not item.ok:
@@ -178,15 +189,20 @@ def score_card(item: ScoredImage, mos_range: tuple[float, float]) -> str:
             f'<div class="score"><span class="score-value">{item.score:.{digits}f}</span>'
             f'<span class="scale"> / {mos_range[0]:g}-{mos_range[1]:g}</span></div>'
             f'<span class="rating" style="background:{colour}">{words}</span>'
-            f'<div class="spread">Spread ±{item.std:.{digits}f}: {agreement(item.std, mos_range)}</div></div>')
+            f'<div class="spread">Spread ±{item.std:.{digits}f}: {agreement(item.std, mos_range)}</div>'
+            + (f'<div class="faults">Likely faults: {html.escape(fault_words(item.faults))}</div>'
+               if item.faults else "") + '</div>')
 
 
 def build_demo(model: str | os.PathLike | None = None) -> gr.Blocks:
     """The page, scoring with `model` (default: $METAQAP_DEMO_MODEL, else the bundled default model)."""
     scorer = ImageScorer(model or os.environ.get("METAQAP_DEMO_MODEL") or None)
     config = scorer.config
+    if config.fault_head is not None:  # known once the model is loaded: the scorer's option, set here
+        scorer.top_k_faults = TOP_FAULTS
     mos_range = tuple(config.mos_range)
-    columns = ["photo", "score", "rating", "spread", *config.backbone_ids]
+    columns = ["photo", "score", "rating", "spread", *config.backbone_ids,
+               *(["likely faults"] if config.fault_head is not None else [])]
 
     def score(files: list[str] | None, show_map: bool):
         if not files:
@@ -199,7 +215,8 @@ def build_demo(model: str | os.PathLike | None = None) -> gr.Blocks:
             regions = region_scores(scorer, item.path) if show_map else None
             pictures.append(figure(scorer, item, regions))
             rows.append([Path(item.path).name, round(item.score, 4), rating(item.score, mos_range)[0],
-                         round(item.std, 4), *(round(item.base_scores[b], 4) for b in config.backbone_ids)])
+                         round(item.std, 4), *(round(item.base_scores[b], 4) for b in config.backbone_ids),
+                         *([fault_words(item.faults)] if item.faults else [])])
         table = gr.update(value={"headers": columns, "data": rows}, visible=bool(rows))
         return f'<div class="score-cards">{"".join(cards)}</div>', stack(pictures), table
 

@@ -7,6 +7,7 @@ library's own defaults and calls the library. One module per command group:
     score.py        score                               metaqap_hf.scoring
     serve.py        serve                               metaqap_hf.serving
     training.py     train, train-frozen, stack, pretrain metaqap_hf.training, metaqap_hf.pretraining
+                    train-faults
     evaluate.py     evaluate                            metaqap_hf.evaluation
     weights.py      weights fetch | list                metaqap_hf.weights
     data.py         data prepare | push                 metaqap_hf.data, metaqap_hf.hub
@@ -49,6 +50,7 @@ COMMANDS = {
     "train-frozen": ("training", "train the default model's recipe: frozen backbones, MLP heads, stacking"),
     "stack": ("training", "combine trained base models and fit their meta-learner"),
     "pretrain": ("training", "quality-aware pretraining on synthetic distortions of pristine photos"),
+    "train-faults": ("training", "give a checkpoint a fault head: what is wrong with a photo (blur, noise, ...)"),
     "weights": ("weights", "fetch and list ImageNet backbone weights"),
     "data": ("data", "prepare IQA benchmarks as hub datasets and push them"),
     "push": ("hub", "push a checkpoint with its model card to a hub model repo"),
@@ -123,12 +125,15 @@ def _is_user_error(error: BaseException) -> bool:
         "metaqap_hf")
 
 
+_FLAG_NAMES = {"paths": "PATH", "top_k_faults": "--faults"}  # where the flag is not the keyword's name
+
+
 def _option_message(error: BaseException) -> str | None:
     """The library's `OptionError` (duck-typed: importing it would import torch) as `--flag value: problem`."""
     option = getattr(error, "option", None)
     if not isinstance(option, str) or not hasattr(error, "problem"):
         return None
-    name = "PATH" if option == "paths" else f"--{option.replace('_', '-')}"
+    name = _FLAG_NAMES.get(option, f"--{option.replace('_', '-')}")
     value = getattr(error, "value", None)
     shown = "" if value is True or value in (None, [], "") else f" {value}"
     return f"{name}{shown}: {error.problem}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metaqap_hf.export import INPUT_NAME, MIN_OPSET, OUTPUT_NAMES, OnnxParityError, export_onnx
+from metaqap_hf.export import FAULT_OUTPUT_NAME, INPUT_NAME, MIN_OPSET, OUTPUT_NAMES, OnnxParityError, export_onnx
 
 from . import EXIT_FAILED, EXIT_OK, HelpFormatter, command_parser, library_defaults
 
@@ -31,6 +31,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     onnx.add_argument("--tolerance", type=float, default=defaults["tolerance"], metavar="T",
                       help="largest |onnxruntime - PyTorch| accepted for any output")
     onnx.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    onnx.add_argument("--faults", action="store_true",
+                      help=f"also output {FAULT_OUTPUT_NAME} (batch, classes): what is wrong with each photo, the "
+                           "classes named in the file's metaqap.fault_labels metadata (a model with a fault head)")
     onnx.set_defaults(func=run_onnx)
     return parser
 
@@ -38,7 +41,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 def run_onnx(args: argparse.Namespace) -> int:
     try:
         report = export_onnx(args.checkpoint, args.output, opset=args.opset, verify=not args.no_verify,
-                             tolerance=args.tolerance)
+                             tolerance=args.tolerance, faults=args.faults)
     except OnnxParityError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -46,7 +49,8 @@ def run_onnx(args: argparse.Namespace) -> int:
     size_mb = report.path.stat().st_size / 1e6
     print(f"wrote {report.path} ({size_mb:.1f} MB, opset {report.opset}): {INPUT_NAME} float32 "
           f"(batch, 3, {height}, {width}) in [0, 1] -> score (batch,), base_scores (batch, "
-          f"{len(report.backbone_ids)}: {', '.join(report.backbone_ids)}), std (batch,)")
+          f"{len(report.backbone_ids)}: {', '.join(report.backbone_ids)}), std (batch,)"
+          + (f", {FAULT_OUTPUT_NAME} (batch, {len(report.fault_labels)})" if report.fault_labels else ""))
     if report.max_abs_diff is not None:
         differences = ", ".join(f"{name} {value:.2g}" for name, value in report.max_abs_diff.items())
         print(f"onnxruntime matches PyTorch: largest absolute differences {differences}")

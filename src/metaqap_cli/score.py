@@ -18,6 +18,7 @@ from metaqap_hf.scoring import (
     printable_path,
     score_to_output,
 )
+from metaqap_hf.pipeline_image_quality import DEFAULT_TOP_K_FAULTS
 from metaqap_hf.scoring.options import MAX_BATCH_SIZE, MAX_NUM_WORKERS
 
 from . import (
@@ -72,6 +73,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="write rows to FILE as they are scored ('-': standard output, the default); a symbolic "
                              "link is written through, a pipe or device streamed into")
+    parser.add_argument("--faults", nargs="?", type=int, const=DEFAULT_TOP_K_FAULTS, metavar="N",
+                        help=f"also say what is wrong with each photo: the N most probable faults (default N: "
+                             f"{DEFAULT_TOP_K_FAULTS}) as columns fault_1, fault_1_family, fault_1_score, ... (json: "
+                             f"a 'faults' list; table: the most probable); needs a model with a fault head, as the "
+                             f"bundled one")
     parser.add_argument("--resume", action="store_true",
                         help="skip the inputs already in FILE (.jsonl or .csv) and append the rest: rerun a killed "
                              "run with the same command and --resume")
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = score_to_output(inputs, args.output, model=args.model, device=args.device, dtype=args.dtype,
                                      batch_size=args.batch_size, num_workers=args.num_workers, format=args.format,
-                                     resume=args.resume, on_result=on_result)
+                                     resume=args.resume, top_k_faults=args.faults, on_result=on_result)
         except ScoringInterrupted as stop:
             progress.close()
             done = stop.run

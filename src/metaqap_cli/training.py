@@ -314,8 +314,73 @@ def run_pretrain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------------------ train-faults
+def _train_faults_parser(command: str) -> argparse.ArgumentParser:
+    from metaqap_hf.training.faults import FaultRecipe, train_faults
+
+    defaults, recipe = library_defaults(train_faults), library_defaults(FaultRecipe)
+    parser = command_parser(
+        command,
+        "Give a trained checkpoint a fault head, a classifier of what is wrong with a photo (the 25 synthetic "
+        "distortion types and 'none', grouped into families: blur, noise, compression, exposure, colour, spatial, "
+        "oversharpening), on its frozen backbones' pooled features. It learns from the pristine photos (every "
+        "--holdout-every-th held out for benchmarks/diagnosis.py, never read) and a dataset's training images "
+        "(never its test split), each distorted with (type, level) pairs dealt evenly; features are cached with "
+        "--cache-dir. Writes the checkpoint with the head (scores unchanged) and fault_report.json. "
+        "Python: metaqap_hf.training.faults.train_faults(CHECKPOINT, OUTPUT_DIR, pristine=[...], ...).",
+    )
+    parser.add_argument("--model", "-m", metavar="M", help="checkpoint folder (default: the bundled model)")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoint folder to write")
+    parser.add_argument("--pristine-dir", action="append", required=True, metavar="DIR",
+                        help="folder of pristine photos, searched recursively (repeatable)")
+    parser.add_argument("--content-dataset", metavar="SOURCE",
+                        help="also the training images (train and validation splits, never test) of a dataset, "
+                             "as `metaqap train --dataset` takes it")
+    parser.add_argument("--data-dir", metavar="DIR", help="--content-dataset's folder, for a registered benchmark")
+    parser.add_argument("--mos-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="--content-dataset's score scale, for a table")
+    parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
+                        help="keep the features here (in chunks) and reuse them")
+    parser.add_argument("--dtype", choices=list(DTYPES), default=DTYPE_NAMES[defaults["feature_dtype"]],
+                        help="feature extraction precision")
+    parser.add_argument("--device", default=defaults["device"], metavar="D",
+                        help="where features are computed (default: cuda when available)")
+    parser.add_argument("--distorted-per-pristine", type=int, default=recipe["distorted_per_pristine"], metavar="N",
+                        help="distorted versions of each pristine training photo")
+    parser.add_argument("--distorted-per-image", type=int, default=recipe["distorted_per_image"], metavar="N",
+                        help="distorted versions of each dataset training image")
+    parser.add_argument("--none-min-quality", type=float, default=recipe["none_min_quality"], metavar="Q",
+                        help="dataset images rated at least this (0-1 along the MOS range) also teach 'none'")
+    parser.add_argument("--holdout-every", type=int, default=recipe["holdout_every"], metavar="N",
+                        help="hold out every N-th pristine photo (for the benchmark)")
+    parser.add_argument("--hidden-size", type=int, default=recipe["hidden_size"], metavar="N",
+                        help="fault head width (0: linear)")
+    parser.add_argument("--max-epochs", type=int, default=recipe["max_epochs"], metavar="N",
+                        help="most epochs (the best is chosen on held-out source images)")
+    parser.add_argument("--seed", type=int, default=recipe["seed"], metavar="N", help="seed of samples and head")
+    parser.set_defaults(func=run_train_faults)
+    return parser
+
+
+def run_train_faults(args: argparse.Namespace) -> int:
+    from metaqap_hf.training.faults import FaultRecipe, train_faults
+
+    recipe = FaultRecipe(distorted_per_pristine=args.distorted_per_pristine,
+                         distorted_per_image=args.distorted_per_image, none_min_quality=args.none_min_quality,
+                         holdout_every=args.holdout_every, hidden_size=args.hidden_size,
+                         max_epochs=args.max_epochs, seed=args.seed)
+    report = train_faults(args.model, args.output_dir, pristine=args.pristine_dir,
+                          content=args.content_dataset, data_dir=args.data_dir, mos_range=args.mos_range,
+                          recipe=recipe, feature_cache=args.cache_dir, feature_dtype=DTYPES[args.dtype],
+                          device=args.device)
+    print(json.dumps({key: report[key] for key in ("samples", "epochs", "none_offset", "wall_time_s")} | {
+        "checkpoint": str(args.output_dir),
+        "validation_family_accuracy": max(report["validation_family_accuracy_by_epoch"])}, indent=2))
+    return EXIT_OK
+
+
 _PARSERS = {"train": _train_parser, "train-frozen": _train_frozen_parser, "stack": _stack_parser,
-            "pretrain": _pretrain_parser}
+            "pretrain": _pretrain_parser, "train-faults": _train_faults_parser}
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:

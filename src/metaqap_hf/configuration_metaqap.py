@@ -95,6 +95,12 @@ class MetaQAPConfig(PretrainedConfig):
             Training loss name from `metaqap_hf.losses` (`"quality_aware"`, `"rank"`, `"mse"`).
         loss_kwargs (`dict`, *optional*):
             Keyword arguments of that loss (e.g. its two weights).
+        fault_head (`dict`, *optional*):
+            A classifier of what is wrong with a photo, on the pooled features of every backbone together:
+            `types` (the class names, e.g. the distortion registry's types and `"none"`), `labels` (what a person
+            calls each class), `families` (the fault family of each class: `"blur"`, `"noise"`, ...) and
+            `hidden_size` (0: linear). None (the default): the model has no fault head, and its weights and
+            scores are those of a checkpoint written before fault heads existed.
     """
 
     model_type = "metaqap"
@@ -109,6 +115,7 @@ class MetaQAPConfig(PretrainedConfig):
         mos_name: str = "MOS",
         loss: str = "quality_aware",
         loss_kwargs: dict | None = None,
+        fault_head: dict | None = None,
         **kwargs,
     ):
         if backbones is None:
@@ -142,6 +149,7 @@ class MetaQAPConfig(PretrainedConfig):
             _fail(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         self.loss = loss
         self.loss_kwargs = dict(loss_kwargs or {})
+        self.fault_head = None if fault_head is None else self._check_fault_head(fault_head)
         kwargs.setdefault("num_labels", 1)
         super().__init__(**kwargs)
 
@@ -173,6 +181,29 @@ class MetaQAPConfig(PretrainedConfig):
         if not any(coefficients):
             _fail("meta_learner must give at least one backbone a non-zero coefficient")
         return {"method": method, "coefficients": [float(c) for c in coefficients], "intercept": float(intercept)}
+
+    @staticmethod
+    def _check_fault_head(fault_head: dict) -> dict:
+        if not isinstance(fault_head, dict):
+            _fail(f"fault_head must be a dict with types, labels, families and hidden_size, got "
+                  f"{type(fault_head).__name__}")
+        unknown = set(fault_head) - {"types", "labels", "families", "hidden_size"}
+        if unknown:
+            _fail(f"fault_head has unknown keys {sorted(unknown)}")
+        lists = {key: fault_head.get(key) for key in ("types", "labels", "families")}
+        for key, values in lists.items():
+            if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+                _fail(f"fault_head {key} must be a list of non-empty strings, got {values!r}")
+        sizes = {key: len(values) for key, values in lists.items()}
+        if len(set(sizes.values())) != 1 or sizes["types"] < 2:
+            _fail(f"fault_head types, labels and families must be equally long lists of at least 2 classes, got "
+                  f"{sizes}")
+        if len(set(lists["types"])) != sizes["types"]:
+            _fail(f"fault_head types repeat a name: {lists['types']}")
+        hidden_size = fault_head.get("hidden_size", 0)
+        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 0:
+            _fail(f"fault_head hidden_size must be an int >= 0, got {hidden_size!r}")
+        return {**{key: list(values) for key, values in lists.items()}, "hidden_size": hidden_size}
 
     @property
     def backbone_ids(self) -> list[str]:

@@ -6,6 +6,8 @@ combines their base scores into one quality score, all in one `forward`.
       -> backbone feature maps of every stage -> pooled (spatial mean and std) -> head -> base score (unit scale)
       -> meta-learner (config.meta_learner): coefficients . base scores + intercept -> score (unit scale)
       -> mapped to the checkpoint's MOS range; std = spread of the base scores (a per-image confidence signal)
+      -> optional fault head (config.fault_head): every backbone's pooled features together -> one logit per fault
+         class (what is wrong with the photo), returned with `output_faults=True`
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from transformers.utils import ModelOutput
 from .configuration_metaqap import MetaQAPConfig
 from .losses import get_loss
 
-__all__ = ["ImageQualityOutput", "MetaQAPPreTrainedModel", "MetaQAPModel", "QualityHead"]
+__all__ = ["FaultHead", "ImageQualityOutput", "MetaQAPPreTrainedModel", "MetaQAPModel", "QualityHead"]
 
 
 @dataclass
@@ -40,12 +42,16 @@ class ImageQualityOutput(ModelOutput):
             Each base model's prediction on the same scale, in `config.backbone_ids` order.
         std (`torch.FloatTensor` of shape `(batch_size,)`):
             Standard deviation of the base scores: how much the base models disagree about this image.
+        fault_logits (`torch.FloatTensor` of shape `(batch_size, num_fault_classes)`, *optional*, returned with
+            `output_faults=True`):
+            The fault head's logits, one per class of `config.fault_head` (its `types`, `labels`, `families`).
     """
 
     loss: torch.FloatTensor | None = None
     score: torch.FloatTensor | None = None
     base_scores: torch.FloatTensor | None = None
     std: torch.FloatTensor | None = None
+    fault_logits: torch.FloatTensor | None = None
 
 
 class QualityHead(nn.Module):
@@ -75,6 +81,24 @@ class QualityHead(nn.Module):
         output_layer.bias.fill_(value)
 
 
+class FaultHead(nn.Module):
+    """Pooled features of every backbone, concatenated -> one logit per fault class. Standardised with stored
+    statistics first, as in `QualityHead`."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden_size: int):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
+        if hidden_size:
+            self.mlp = nn.Sequential(nn.Linear(in_features, hidden_size), nn.GELU(),
+                                     nn.Linear(hidden_size, num_classes))
+        else:
+            self.mlp = nn.Linear(in_features, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp((features.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std)
+
+
 def pool_features(feature_maps: list[torch.Tensor]) -> torch.Tensor:
     """Spatial mean and std of each stage's feature map, concatenated (the std carries the texture and artefact
     statistics quality depends on); computed in float32 for stability."""
@@ -99,7 +123,7 @@ class MetaQAPPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Backbone layers keep timm's own initialisation (or the weights loaded over it); only our heads and the
         # buffers timm does not save (e.g. relative position indices) are set here.
-        if isinstance(module, QualityHead):
+        if isinstance(module, (QualityHead, FaultHead)):
             init.zeros_(module.feature_mean)
             init.ones_(module.feature_std)
             for layer in module.modules():
@@ -126,6 +150,10 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
             in_features = 2 * sum(backbone.feature_info.channels())  # mean and std of every stage
             self.backbones.append(backbone)
             self.heads.append(QualityHead(in_features, config.head_hidden_size, config.head_dropout))
+        # Only checkpoints that have one get the module, so older ones load with exactly their own weights.
+        if config.fault_head is not None:
+            self.fault_head = FaultHead(sum(head.feature_mean.numel() for head in self.heads),
+                                        len(config.fault_head["types"]), config.fault_head["hidden_size"])
         self.post_init()
 
     def base_features(self, pixel_values: torch.Tensor, index: int) -> torch.Tensor:
@@ -145,6 +173,7 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        output_faults: bool = False,
     ) -> ImageQualityOutput | tuple:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
@@ -152,11 +181,17 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
             to its own `image_size` and normalises with its own statistics.
         labels (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
             Target MOS on the checkpoint's scale (`config.mos_range`).
+        output_faults (`bool`, *optional*, defaults to `False`):
+            Also return the fault head's logits (`fault_logits`; last in the tuple form). Needs a checkpoint with a
+            fault head (`config.fault_head`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        base_unit = torch.stack(
-            [head(self.base_features(pixel_values, i)) for i, head in enumerate(self.heads)], dim=1
-        ).float()
+        if output_faults and self.config.fault_head is None:
+            raise ValueError("this checkpoint has no fault head (config.fault_head is None): it scores quality but "
+                             "cannot diagnose faults")
+        features = [self.base_features(pixel_values, i) for i in range(len(self.heads))]
+        base_unit = torch.stack([head(features[i]) for i, head in enumerate(self.heads)], dim=1).float()
+        fault_logits = self.fault_head(torch.cat(features, dim=1)).float() if output_faults else None
         score_unit = self.combine(base_unit)
 
         loss = None
@@ -170,9 +205,9 @@ class MetaQAPModel(MetaQAPPreTrainedModel):
         score = self.from_unit_scale(score_unit)
         std = base_scores.std(dim=1, correction=0)
         if not return_dict:
-            output = (score, base_scores, std)
+            output = (score, base_scores, std) + ((fault_logits,) if output_faults else ())
             return (loss, *output) if loss is not None else output
-        return ImageQualityOutput(loss=loss, score=score, base_scores=base_scores, std=std)
+        return ImageQualityOutput(loss=loss, score=score, base_scores=base_scores, std=std, fault_logits=fault_logits)
 
     def combine(self, base_unit: torch.Tensor) -> torch.Tensor:
         """The meta-learner: `config.meta_learner`'s coefficients . base scores + intercept (unit scale)."""

@@ -4,6 +4,10 @@ Out-of-range policy (the same here, in `metaqap_hf.scoring` and in every `metaqa
 meta-learner can predict a little past the ends of the checkpoint's MOS scale for images unlike its training data.
 `score` and `base_scores` are clipped to `config.mos_range`; `raw_score` keeps the meta-learner's unclipped value
 (equal to `score` inside the range), and `std` is the spread of the unclipped base scores.
+
+Diagnosis (checkpoints with a fault head, `config.fault_head`): asked for, each result also has `faults`, the
+`top_k_faults` most probable fault classes, `[{"label": "motion blur", "family": "blur", "score": 0.71}, ...]`,
+most probable first; a "none" entry says how likely the photo has none of the faults the head knows.
 """
 
 from __future__ import annotations
@@ -18,15 +22,39 @@ from .deprecation import moved_names
 from .image_utils import processor_input_size, rescale_pixels, resize_pixels
 from .image_utils import to_pil_image as _to_pil_image  # private here: the public name warns (moved, below)
 
-__all__ = ["ImageQualityPipeline", "quality_results"]
+__all__ = ["DEFAULT_TOP_K_FAULTS", "ImageQualityPipeline", "check_top_k_faults", "fault_results", "quality_results"]
+
+DEFAULT_TOP_K_FAULTS = 3  # faults=True: the three most probable
 
 # Moved to image_utils in 0.2.0.
 __getattr__ = moved_names(__name__, {"fetch_image_bytes": ".image_utils", "to_pil_image": ".image_utils"})
 
 
-def quality_results(output, config) -> list[dict[str, Any]]:
+def check_top_k_faults(top_k_faults, config) -> int:
+    """`top_k_faults` checked against the checkpoint (a positive int; at most its number of fault classes)."""
+    if config.fault_head is None:
+        raise ValueError("this model has no fault head (config.fault_head is None): it scores quality but cannot "
+                         "say what is wrong; the bundled default model has one")
+    classes = len(config.fault_head["types"])
+    if isinstance(top_k_faults, bool) or not isinstance(top_k_faults, int) or not 1 <= top_k_faults <= classes:
+        raise ValueError(f"top_k_faults must be an int from 1 to {classes} (this model's fault classes), "
+                         f"got {top_k_faults!r}")
+    return top_k_faults
+
+
+def fault_results(fault_logits: torch.Tensor, config, top_k: int) -> list[list[dict[str, Any]]]:
+    """Per image, the `top_k` most probable fault classes: `{"label", "family", "score"}` (a probability),
+    most probable first."""
+    head = config.fault_head
+    probabilities, indices = fault_logits.float().softmax(dim=-1).topk(top_k, dim=-1)
+    return [[{"label": head["labels"][i], "family": head["families"][i], "score": p}
+             for p, i in zip(row_probabilities, row_indices)]
+            for row_probabilities, row_indices in zip(probabilities.tolist(), indices.tolist())]
+
+
+def quality_results(output, config, top_k_faults: int | None = None) -> list[dict[str, Any]]:
     """One plain-Python result per image of a batched `ImageQualityOutput`, with the out-of-range policy applied
-    (module docstring): `{"score", "raw_score", "base_scores", "std"}`."""
+    (module docstring): `{"score", "raw_score", "base_scores", "std"}`, and `"faults"` with `top_k_faults`."""
     low, high = config.mos_range
     results = []
     for raw, bases, std in zip(output.score.float().tolist(), output.base_scores.float().tolist(),
@@ -37,6 +65,9 @@ def quality_results(output, config) -> list[dict[str, Any]]:
             "base_scores": {name: min(max(value, low), high) for name, value in zip(config.backbone_ids, bases)},
             "std": std,
         })
+    if top_k_faults:
+        for result, faults in zip(results, fault_results(output.fault_logits, config, top_k_faults)):
+            result["faults"] = faults
     return results
 
 
@@ -53,11 +84,16 @@ class ImageQualityPipeline(Pipeline):
     `std` is the spread of the base scores, a per-image signal of how much the ensemble agrees. An input that
     cannot be read raises `ImageLoadError` naming it; an empty list gives an empty list.
 
+    What is wrong with the photo (checkpoints with a fault head, as the default model): `faults=True` adds
+    `"faults"`, the `DEFAULT_TOP_K_FAULTS` most probable fault classes (`top_k_faults=N`: the N most probable)
+    as `{"label", "family", "score"}`, most probable first. Without either option the result is as above.
+
     Example:
         >>> import metaqap_hf
         >>> from transformers import pipeline
         >>> scorer = pipeline("image-quality")  # the bundled default model
         >>> scorer("photo.jpg")["score"]
+        >>> scorer("photo.jpg", faults=True)["faults"][0]   # {"label": "motion blur", "family": "blur", ...}
     """
 
     _load_processor = False
@@ -66,13 +102,24 @@ class ImageQualityPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, timeout=None, **kwargs):
+    def _sanitize_parameters(self, timeout=None, faults=None, top_k_faults=None, **kwargs):
         if kwargs:
             raise TypeError(f"image-quality pipeline got unexpected arguments {sorted(kwargs)}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not math.isfinite(timeout) or timeout <= 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        return ({} if timeout is None else {"timeout": timeout}), {}, {}
+        if faults is not None and not isinstance(faults, bool):
+            raise ValueError(f"faults must be True or False, got {faults!r}")
+        forward_params, postprocess_params = {}, {}
+        if top_k_faults is not None or faults:
+            if faults is False:
+                raise ValueError("top_k_faults asks for faults; it cannot go with faults=False")
+            top_k = check_top_k_faults(DEFAULT_TOP_K_FAULTS if top_k_faults is None else top_k_faults,
+                                       self.model.config)
+            forward_params, postprocess_params = {"output_faults": True}, {"top_k_faults": top_k}
+        elif faults is False:  # an explicit False in a call undoes a True given when the pipeline was made
+            forward_params, postprocess_params = {"output_faults": False}, {"top_k_faults": None}
+        return ({} if timeout is None else {"timeout": timeout}), forward_params, postprocess_params
 
     def __call__(self, inputs, **kwargs):
         if hasattr(inputs, "column_names") and hasattr(inputs, "features"):  # a datasets.Dataset
@@ -92,8 +139,11 @@ class ImageQualityPipeline(Pipeline):
         # uint8 until `_forward`, which rescales on the model's device: the steps `ImageScorer` takes, in its order
         return {"pixel_values": resize_pixels(decoded, self.image_processor)[None]}
 
-    def _forward(self, model_inputs):
-        return self.model(pixel_values=rescale_pixels(model_inputs["pixel_values"], self.image_processor))
+    def _forward(self, model_inputs, output_faults=False):
+        pixel_values = rescale_pixels(model_inputs["pixel_values"], self.image_processor)
+        if output_faults:
+            return self.model(pixel_values=pixel_values, output_faults=True)
+        return self.model(pixel_values=pixel_values)
 
-    def postprocess(self, model_outputs):
-        return quality_results(model_outputs, self.model.config)[0]
+    def postprocess(self, model_outputs, top_k_faults=None):
+        return quality_results(model_outputs, self.model.config, top_k_faults)[0]

@@ -44,6 +44,7 @@ FORMATS = ("table", "csv", "jsonl", "json")
 RESUMABLE_FORMATS = ("csv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 STDOUT = "-"
+_FAULT_WIDTH = 25  # the table's fault column: the most probable fault's label and probability
 
 
 class OutputError(RuntimeError):
@@ -72,8 +73,11 @@ def choose_format(format: str | None, output: str | os.PathLike | None) -> str:
 
 
 def result_row(item: ScoredImage) -> dict:
-    return {"path": item.path, "score": item.score, "raw_score": item.raw_score, "std": item.std,
-            "base_scores": item.base_scores}
+    row = {"path": item.path, "score": item.score, "raw_score": item.raw_score, "std": item.std,
+           "base_scores": item.base_scores}
+    if item.faults is not None:
+        row["faults"] = item.faults
+    return row
 
 
 def _csv_line(cells: list) -> str:
@@ -86,18 +90,25 @@ class _Encoder:
     """Text of one format: `header()`, `rows(items)` and `footer(skipped, processes)`; `errors` is how names that
     are not valid UTF-8 are encoded."""
 
-    def __init__(self, format: str, backbone_ids: list[str], info: dict, *, with_index: bool = False):
+    def __init__(self, format: str, backbone_ids: list[str], info: dict, *, with_index: bool = False,
+                 top_k_faults: int | None = None):
         self.format, self.backbone_ids, self.info, self.with_index = format, backbone_ids, info, with_index
+        self.top_k_faults = top_k_faults
         self.errors = "backslashreplace" if format in ("json", "jsonl") else "surrogateescape"
         self.first_row = True
 
     @property
     def columns(self) -> list[str]:
-        return ["path", "score", "raw_score", "std", *self.backbone_ids]
+        faults = [f"fault_{rank}{part}" for rank in range(1, (self.top_k_faults or 0) + 1)
+                  for part in ("", "_family", "_score")]
+        return ["path", "score", "raw_score", "std", *self.backbone_ids, *faults]
 
     def header(self) -> str:
         if self.format == "csv":
             return _csv_line(self.columns)
+        if self.format == "table" and self.top_k_faults:
+            return (f"{'score':>8}  {'std':>7}  {'fault':<{_FAULT_WIDTH}}  path\n"
+                    f"{'-' * 8}  {'-' * 7}  {'-' * _FAULT_WIDTH}  {'-' * 4}\n")
         if self.format == "table":
             return f"{'score':>8}  {'std':>7}  path\n{'-' * 8}  {'-' * 7}  {'-' * 4}\n"
         if self.format == "json":
@@ -107,8 +118,14 @@ class _Encoder:
 
     def row(self, item: ScoredImage, index: int | None = None) -> str:
         if self.format == "csv":
+            faults = [cell for fault in item.faults or () for cell in
+                      (fault["label"], fault["family"], f"{fault['score']:.6f}")]
             return _csv_line([item.path, f"{item.score:.6f}", f"{item.raw_score:.6f}", f"{item.std:.6f}",
-                              *(f"{item.base_scores[name]:.6f}" for name in self.backbone_ids)])
+                              *(f"{item.base_scores[name]:.6f}" for name in self.backbone_ids), *faults])
+        if self.format == "table" and self.top_k_faults:
+            top = item.faults[0]
+            fault = f"{top['label']} {top['score']:.2f}"
+            return f"{item.score:>8.4f}  {item.std:>7.4f}  {fault:<{_FAULT_WIDTH}}  {printable_path(item.path)}\n"
         if self.format == "table":
             return f"{item.score:>8.4f}  {item.std:>7.4f}  {printable_path(item.path)}\n"
         row = {"index": index, **result_row(item)} if self.with_index else result_row(item)
@@ -310,10 +327,11 @@ class ResultWriter:
         except OSError:
             raise OptionError("output", self.name, "standard output is closed") from None
 
-    def begin(self, backbone_ids: list[str], info: dict, *, with_index: bool = False) -> None:
+    def begin(self, backbone_ids: list[str], info: dict, *, with_index: bool = False,
+              top_k_faults: int | None = None) -> None:
         """Start the results: read back what a resumed file holds (cutting off an incomplete last row), else
-        truncate a regular file; then the header."""
-        self._encoder = _Encoder(self.format, backbone_ids, info, with_index=with_index)
+        truncate a regular file; then the header. With `top_k_faults`, rows name that many faults."""
+        self._encoder = _Encoder(self.format, backbone_ids, info, with_index=with_index, top_k_faults=top_k_faults)
         keep = 0
         if self.resume:
             keys, keep = self._read_back()

@@ -132,11 +132,13 @@ def score_to_output(
     num_workers: int = 0,
     format: str | None = None,
     resume: bool = False,
+    top_k_faults: int | None = None,
     on_result: Callable[[ScoredImage], None] | None = None,
 ) -> ScoringRun:
     """Score `inputs` (an `ImageInputs`, or paths) with `model` and write the rows to `output` (a file, a pipe or
     device, or ``"-"``/None for standard output) in `format` (default: from `output`'s suffix, else a table) as
-    they come. With `resume`, inputs already in `output` are skipped and the new rows appended.
+    they come. With `resume`, inputs already in `output` are skipped and the new rows appended. With
+    `top_k_faults`, each row also names that many of the most probable faults (a model with a fault head).
 
     Every option is checked before any scoring (`OptionError`); `on_result` sees each `ScoredImage` (skipped ones
     too) as it comes. Returns the `ScoringRun`; Ctrl-C raises `ScoringInterrupted` carrying it, after the rows
@@ -161,13 +163,14 @@ def score_to_output(
         part = ResultWriter(str(part_path(output, group.rank, group.world)), "jsonl", resume=resume) \
             if group.world > 1 else None
         writer = part or final
-        scorer = ImageScorer(model, device=device, dtype=dtype)
+        scorer = ImageScorer(model, device=device, dtype=dtype, top_k_faults=top_k_faults)
         created_group = group.join()
         run.mos_name, run.mos_range = scorer.config.mos_name, tuple(scorer.config.mos_range)
         info = {"model": scorer.model_path, "mos_name": run.mos_name, "mos_range": list(run.mos_range)}
         for destination in (final, part):
             if destination is not None:
-                destination.begin(scorer.config.backbone_ids, info, with_index=destination is part)
+                destination.begin(scorer.config.backbone_ids, info, with_index=destination is part,
+                                  top_k_faults=top_k_faults)
         if final is not None and part is not None and not resume:  # parts of an earlier run with another count
             for stale in set(_part_files(output)) - {part_path(output, rank, group.world)
                                                      for rank in range(group.world)}:

@@ -26,7 +26,7 @@ from ..default_model import DEFAULT_MODEL_PATH
 from ..deprecation import moved_names
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import ImageLoadError, load_image, processor_input_size, rescale_pixels, resize_pixels
-from ..pipeline_image_quality import quality_results
+from ..pipeline_image_quality import check_top_k_faults, quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
 
@@ -41,7 +41,7 @@ _WORKER_DIED = "the decoding process died (a crash or out of memory) while decod
 @dataclass
 class ScoredImage:
     """One input's outcome: a score (clipped to the MOS range, with the unclipped `raw_score`, the base models'
-    scores and their spread), or why it was skipped."""
+    scores and their spread, and the most probable `faults` when asked), or why it was skipped."""
 
     path: str
     score: float | None = None
@@ -49,6 +49,7 @@ class ScoredImage:
     base_scores: dict[str, float] = field(default_factory=dict)
     std: float | None = None
     reason: str | None = None
+    faults: list[dict] | None = None
 
     @property
     def ok(self) -> bool:
@@ -203,18 +204,26 @@ class _Decoder:
 class ImageScorer:
     """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) with its weights
     in `dtype` (``"float32"`` or ``"bfloat16"``, faster on GPUs and on CPUs with AVX512-BF16), as
-    `pipeline(...)` runs it. `model` is a checkpoint folder or hub id (default: the bundled model). Bad values raise
-    `OptionError` naming the option.
+    `pipeline(...)` runs it. `model` is a checkpoint folder or hub id (default: the bundled model). With
+    `top_k_faults`, each result also names the most probable faults (a checkpoint with a fault head). Bad values
+    raise `OptionError` naming the option.
 
         >>> scorer = ImageScorer()
         >>> for item in scorer.score_files(["photos/"]):   # results in input order, as they come
         ...     print(item.path, item.score if item.ok else item.reason)
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32"):
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32",
+                 top_k_faults: int | None = None):
         self.device = devices.resolve_device(device)
         self.dtype = devices.resolve_dtype(dtype, self.device)
         self.model_path, model_object, self.processor = _load_checkpoint(model)
+        if top_k_faults is not None:
+            try:
+                check_top_k_faults(top_k_faults, model_object.config)
+            except ValueError as error:
+                raise OptionError("top_k_faults", top_k_faults, str(error)) from None
+        self.top_k_faults = top_k_faults
         self.model = model_object.eval().to(self.device, self.dtype)
         self.config = self.model.config
         self.input_size = processor_input_size(self.processor)
@@ -247,10 +256,11 @@ class ImageScorer:
         return self.score(ImageInputs(paths), batch_size=batch_size, num_workers=num_workers)
 
     @torch.inference_mode()
-    def score_pixels(self, images: list[torch.Tensor]) -> list[dict]:
+    def score_pixels(self, images: list[torch.Tensor], top_k_faults: int | None = None) -> list[dict]:
         """The results of images decoded and resized by `prepare_pixels` (uint8 (3, H, W) tensors), in order, as
         `quality_results` gives them: the batch step of `score` (and of `metaqap_hf.serving`), one forward for
-        images of one size."""
+        images of one size. `top_k_faults` (default: the scorer's) adds each image's most probable faults."""
+        top_k_faults = self.top_k_faults if top_k_faults is None else top_k_faults
         if not images:
             return []
         shapes = {tuple(image.shape) for image in images}
@@ -260,7 +270,10 @@ class ImageScorer:
             if self.device.type == "cuda":
                 group = group.pin_memory()
             group = group.to(self.device, non_blocking=True)
-            outputs += quality_results(self.model(pixel_values=rescale_pixels(group, self.processor)), self.config)
+            pixel_values = rescale_pixels(group, self.processor)
+            output = (self.model(pixel_values=pixel_values, output_faults=True) if top_k_faults
+                      else self.model(pixel_values=pixel_values))
+            outputs += quality_results(output, self.config, top_k_faults)
         return outputs
 
     def _score_batch(self, pending: list[tuple[str, torch.Tensor | None, str | None]]) -> Iterator[ScoredImage]:

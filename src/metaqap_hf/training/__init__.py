@@ -9,6 +9,8 @@ the frozen-feature recipe of the default model, and the meta-learner (stacking).
     trainer.py       MetaQAPTrainer, quality_training_arguments
     frozen.py        train_frozen(): frozen backbones, MLP heads, stacking (`metaqap train-frozen`)
     stacking.py      the meta-learner fits; stack_checkpoints() (`metaqap stack`)
+    faults.py        train_faults(): a checkpoint's fault head on synthetic distortions (`metaqap train-faults`);
+                     imported on its own (`metaqap_hf.training.faults`): it needs the pretrain extra (kornia)
 
     >>> from metaqap_hf.training import AccelerateTrainingArguments, FinetuningOptions, finetune
     >>> result = finetune("biq2021", AccelerateTrainingArguments("runs/lite", num_epochs=10),
