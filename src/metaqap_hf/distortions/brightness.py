@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import torch
-from kornia.color import lab_to_rgb, rgb_to_lab
-
-from ._common import level_value, random_signs
+from ._common import lab_to_rgb, level_value, random_signs, rgb_to_lab
 
 __all__ = [
     "BRIGHTEN_GAMMA",

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from kornia.color import lab_to_rgb, rgb_to_lab
 from kornia.geometry.transform import translate
 
-from ._common import gaussian_filter, level_value, rand, randint
+from ._common import gaussian_filter, lab_to_rgb, level_value, rand, randint, rgb_to_lab
 
 __all__ = [
     "COLOR_DIFFUSION_SIGMA",
