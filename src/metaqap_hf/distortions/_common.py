@@ -25,6 +25,7 @@ __all__ = [
     "gaussian_kernel_size",
     "fft_filter2d",
     "gaussian_filter",
+    "mix_channels",
     "rgb_to_lab",
     "lab_to_rgb",
 ]
@@ -167,7 +168,7 @@ _LAB_KNEE, _LAB_SLOPE = 0.008856, 7.787
 _LAB_F_KNEE = 0.2068966
 
 
-def _mix_channels(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def mix_channels(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """``matrix`` (3, 3) applied to the channels of (B, 3, H, W) images: one batched matrix product."""
     return torch.matmul(matrix.to(images), images.flatten(2)).view(images.shape)
 
@@ -177,9 +178,9 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
     rgb = images.float()
     linear = ((rgb.clamp(min=_SRGB_KNEE) + 0.055) / 1.055).pow_(2.4)
     linear.add_((rgb - _SRGB_KNEE).clamp_(max=0.0), alpha=_SRGB_SLOPE)
-    xyz = _mix_channels(_RGB_TO_XYZ / _WHITE[:, None], linear)
+    xyz = mix_channels(_RGB_TO_XYZ / _WHITE[:, None], linear)
     f = xyz.clamp(min=_LAB_KNEE).pow_(1 / 3).add_(xyz.sub_(_LAB_KNEE).clamp_(max=0.0), alpha=_LAB_SLOPE)
-    lab = _mix_channels(_F_TO_LAB, f)
+    lab = mix_channels(_F_TO_LAB, f)
     lab[:, 0] -= 16.0
     return lab
 
@@ -188,10 +189,10 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """sRGB on [0, 1] (clipped) of Lab images, in float32."""
     shifted = lab.float().clone()
     shifted[:, 0] += 16.0
-    f = _mix_channels(_LAB_TO_F, shifted)
+    f = mix_channels(_LAB_TO_F, shifted)
     f[:, 2].clamp_(min=0.0)  # out of range colours: Z below 0
     knee = f.clamp(min=_LAB_F_KNEE)
     xyz = (knee * knee * knee).add_(f.sub_(_LAB_F_KNEE).clamp_(max=0.0), alpha=1 / _LAB_SLOPE)
-    linear = _mix_channels(_XYZ_TO_RGB * _WHITE, xyz)
+    linear = mix_channels(_XYZ_TO_RGB * _WHITE, xyz)
     rgb = linear.clamp(min=_LINEAR_KNEE).pow_(1 / 2.4).mul_(1.055).sub_(0.055)
     return rgb.add_(linear.sub_(_LINEAR_KNEE).clamp_(max=0.0), alpha=1 / _SRGB_SLOPE).clamp_(0.0, 1.0)
