@@ -187,9 +187,7 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """sRGB on [0, 1] (clipped) of Lab images, in float32."""
-    shifted = lab.float().clone()
-    shifted[:, 0] += 16.0
-    f = mix_channels(_LAB_TO_F, shifted)
+    f = mix_channels(_LAB_TO_F, lab.float()).add_(16.0 / 116.0)  # every f takes (L + 16) / 116
     f[:, 2].clamp_(min=0.0)  # out of range colours: Z below 0
     knee = f.clamp(min=_LAB_F_KNEE)
     xyz = (knee * knee * knee).add_(f.sub_(_LAB_F_KNEE).clamp_(max=0.0), alpha=1 / _LAB_SLOPE)

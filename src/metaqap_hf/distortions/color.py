@@ -116,4 +116,5 @@ def color_saturation_2(images: torch.Tensor, level: int, generator: torch.Genera
     """Over-saturation: scale Lab chroma at constant lightness; out-of-gamut colours clip."""
     factor = level_value(COLOR_SATURATION_2_FACTOR, level)
     lab = rgb_to_lab(images)
-    return lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] * factor], dim=1))
+    lab[:, 1:] *= factor
+    return lab_to_rgb(lab)
