@@ -169,8 +169,9 @@ _LAB_F_KNEE = 0.2068966
 
 
 def mix_channels(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``matrix`` (3, 3) applied to the channels of (B, 3, H, W) images: one batched matrix product."""
-    return torch.matmul(matrix.to(images), images.flatten(2)).view(images.shape)
+    """``matrix`` (3, 3) applied to the channels of (B, 3, H, W) images, as a 1x1 convolution (on the CPU
+    several times faster than a batched matrix product with three rows)."""
+    return F.conv2d(images, matrix.to(images)[:, :, None, None])
 
 
 def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
