@@ -142,6 +142,15 @@ def gaussian_filter(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return fft_filter2d(images, get_gaussian_kernel2d((size, size), (sigma, sigma))[0])
 
 
+def mix_channels(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (3, 3) applied to the channels of (B, 3, H, W) images.
+
+    A matrix product rather than a 1x1 convolution (as fast on the CPU here): cuDNN may run convolutions in
+    TF32, whose 10-bit mantissa would move 8-bit colour values by more than a rounding step.
+    """
+    return torch.matmul(matrix.to(images), images.flatten(2)).view(images.shape)
+
+
 # CIE Lab (D65 white, 2-degree observer), as kornia.color defines it, computed with fewer full-image passes: the
 # white point and Lab's linear steps folded into 3x3 matrices, and each piecewise curve evaluated without a
 # branch as ``curve(max(x, knee)) + slope * min(x - knee, 0)`` (the curve is continuous at its knee), because a
@@ -166,12 +175,6 @@ _SRGB_KNEE, _SRGB_SLOPE = 0.04045, 1 / 12.92
 _LINEAR_KNEE = 0.0031308
 _LAB_KNEE, _LAB_SLOPE = 0.008856, 7.787
 _LAB_F_KNEE = 0.2068966
-
-
-def mix_channels(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``matrix`` (3, 3) applied to the channels of (B, 3, H, W) images, as a 1x1 convolution (on the CPU
-    several times faster than a batched matrix product with three rows)."""
-    return F.conv2d(images, matrix.to(images)[:, :, None, None])
 
 
 def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
