@@ -25,6 +25,9 @@ __all__ = [
     "gaussian_kernel_size",
     "fft_filter2d",
     "gaussian_filter",
+    "mix_channels",
+    "rgb_to_lab",
+    "lab_to_rgb",
 ]
 
 NUM_LEVELS = 5
@@ -137,3 +140,61 @@ def gaussian_filter(images: torch.Tensor, sigma: float) -> torch.Tensor:
         # Contiguous: a channel slice (such as Lab's chroma) filters about 10 times slower on the CPU.
         return gaussian_blur2d(images.contiguous(), (size, size), (sigma, sigma), border_type="replicate")
     return fft_filter2d(images, get_gaussian_kernel2d((size, size), (sigma, sigma))[0])
+
+
+def mix_channels(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (3, 3) applied to the channels of (B, 3, H, W) images.
+
+    A matrix product rather than a 1x1 convolution (as fast on the CPU here): cuDNN may run convolutions in
+    TF32, whose 10-bit mantissa would move 8-bit colour values by more than a rounding step.
+    """
+    return torch.matmul(matrix.to(images), images.flatten(2)).view(images.shape)
+
+
+# CIE Lab (D65 white, 2-degree observer), as kornia.color defines it, computed with fewer full-image passes: the
+# white point and Lab's linear steps folded into 3x3 matrices, and each piecewise curve evaluated without a
+# branch as ``curve(max(x, knee)) + slope * min(x - knee, 0)`` (the curve is continuous at its knee), because a
+# select costs more than ten times an elementwise minimum on the CPU.
+_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+_RGB_TO_XYZ = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+    dtype=torch.float64,
+)
+_XYZ_TO_RGB = torch.tensor(
+    [
+        [3.2404813432005266, -1.5371515162713185, -0.4985363261688878],
+        [-0.9692549499965682, 1.8759900014898907, 0.0415559265582928],
+        [0.0556466391351772, -0.2040413383665112, 1.0573110696453443],
+    ],
+    dtype=torch.float64,
+)
+# (fx, fy, fz) -> (L + 16, a, b) and its inverse.
+_F_TO_LAB = torch.tensor([[0.0, 116.0, 0.0], [500.0, -500.0, 0.0], [0.0, 200.0, -200.0]], dtype=torch.float64)
+_LAB_TO_F = torch.linalg.inv(_F_TO_LAB)
+_SRGB_KNEE, _SRGB_SLOPE = 0.04045, 1 / 12.92
+_LINEAR_KNEE = 0.0031308
+_LAB_KNEE, _LAB_SLOPE = 0.008856, 7.787
+_LAB_F_KNEE = 0.2068966
+
+
+def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
+    """Lab (L on [0, 100]) of sRGB images on [0, 1], in float32 whatever the input's floating dtype."""
+    rgb = images.float()
+    linear = ((rgb.clamp(min=_SRGB_KNEE) + 0.055) / 1.055).pow_(2.4)
+    linear.add_((rgb - _SRGB_KNEE).clamp_(max=0.0), alpha=_SRGB_SLOPE)
+    xyz = mix_channels(_RGB_TO_XYZ / _WHITE[:, None], linear)
+    f = xyz.clamp(min=_LAB_KNEE).pow_(1 / 3).add_(xyz.sub_(_LAB_KNEE).clamp_(max=0.0), alpha=_LAB_SLOPE)
+    lab = mix_channels(_F_TO_LAB, f)
+    lab[:, 0] -= 16.0
+    return lab
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """sRGB on [0, 1] (clipped) of Lab images, in float32."""
+    f = mix_channels(_LAB_TO_F, lab.float()).add_(16.0 / 116.0)  # every f takes (L + 16) / 116
+    f[:, 2].clamp_(min=0.0)  # out of range colours: Z below 0
+    knee = f.clamp(min=_LAB_F_KNEE)
+    xyz = (knee * knee * knee).add_(f.sub_(_LAB_F_KNEE).clamp_(max=0.0), alpha=1 / _LAB_SLOPE)
+    linear = mix_channels(_XYZ_TO_RGB * _WHITE, xyz)
+    rgb = linear.clamp(min=_LINEAR_KNEE).pow_(1 / 2.4).mul_(1.055).sub_(0.055)
+    return rgb.add_(linear.sub_(_LINEAR_KNEE).clamp_(max=0.0), alpha=1 / _SRGB_SLOPE).clamp_(0.0, 1.0)

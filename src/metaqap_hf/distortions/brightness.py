@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import torch
-from kornia.color import lab_to_rgb, rgb_to_lab
-
-from ._common import level_value, random_signs
+from ._common import lab_to_rgb, level_value, random_signs, rgb_to_lab
 
 __all__ = [
     "BRIGHTEN_GAMMA",
@@ -27,8 +25,8 @@ MEAN_SHIFT_OFFSET = (0.06, 0.11, 0.17, 0.24, 0.32)
 def _lightness_gamma(images: torch.Tensor, gamma: float) -> torch.Tensor:
     """Power-law tone curve on Lab lightness with chroma (a, b) unchanged; black and white stay fixed."""
     lab = rgb_to_lab(images)
-    lightness = 100.0 * (lab[:, :1] / 100.0).clamp(0.0, 1.0) ** gamma
-    return lab_to_rgb(torch.cat([lightness, lab[:, 1:]], dim=1))
+    lab[:, 0].div_(100.0).clamp_(0.0, 1.0).pow_(gamma).mul_(100.0)
+    return lab_to_rgb(lab)
 
 
 def brighten(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from kornia.color import lab_to_rgb, rgb_to_lab
 from kornia.geometry.transform import translate
 
-from ._common import gaussian_filter, level_value, rand, randint
+from ._common import gaussian_filter, lab_to_rgb, level_value, rand, randint, rgb_to_lab
 
 __all__ = [
     "COLOR_DIFFUSION_SIGMA",
@@ -117,4 +116,5 @@ def color_saturation_2(images: torch.Tensor, level: int, generator: torch.Genera
     """Over-saturation: scale Lab chroma at constant lightness; out-of-gamut colours clip."""
     factor = level_value(COLOR_SATURATION_2_FACTOR, level)
     lab = rgb_to_lab(images)
-    return lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] * factor], dim=1))
+    lab[:, 1:] *= factor
+    return lab_to_rgb(lab)

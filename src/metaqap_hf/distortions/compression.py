@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from ._common import level_value
+from ._common import level_value, mix_channels
 
 __all__ = [
     "JPEG_QUALITY",
@@ -31,6 +31,8 @@ JPEG_QUALITY = (45, 22, 12, 7, 3)
 # JPEG 2000 compression ratio (raw 24-bit size / code-stream size) per level.
 JPEG2000_COMPRESSION_RATIO = (12, 24, 48, 90, 160)
 
+_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.16875, -0.33126, 0.5], [0.5, -0.41869, -0.08131]])
+_YCBCR_TO_RGB = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.34413, -0.71414], [1.0, 1.772, 0.0]])
 # CDF 9/7 lifting weights and scaling of JPEG 2000 Part 1's irreversible wavelet.
 _LIFTING_WEIGHTS = (-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971)
 _LIFTING_SCALE = 1.230174104914001
@@ -140,8 +142,8 @@ def _quantizer_steps(magnitudes: torch.Tensor, budget_bits: float) -> torch.Tens
     """
     batch = magnitudes.shape[0]
     grid_size = _STEPS_PER_OCTAVE * _STEP_OCTAVES
-    octave = magnitudes.clamp(min=2.0**_LOWEST_STEP_OCTAVE).log2()
-    bins = ((octave - _LOWEST_STEP_OCTAVE) * _STEPS_PER_OCTAVE).floor().clamp(max=grid_size - 1).long()
+    octave = magnitudes.clamp(min=2.0**_LOWEST_STEP_OCTAVE).log2_()
+    bins = octave.sub_(_LOWEST_STEP_OCTAVE).mul_(_STEPS_PER_OCTAVE).floor_().clamp_(max=grid_size - 1).long()
     counts = torch.zeros(batch, grid_size, device=magnitudes.device).scatter_add_(1, bins, torch.ones_like(octave))
     grid = _LOWEST_STEP_OCTAVE + torch.arange(grid_size, device=magnitudes.device) / _STEPS_PER_OCTAVE
     centres = grid + 0.5 / _STEPS_PER_OCTAVE
@@ -157,23 +159,18 @@ def _quantizer_steps(magnitudes: torch.Tensor, budget_bits: float) -> torch.Tens
 
 def _dead_zone(coefficients: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """Quantise and dequantise: magnitudes below one step vanish, others return to their bin's middle."""
-    bins = (coefficients.abs() / step).floor()
-    return torch.where(bins > 0, coefficients.sign() * (bins + 0.5) * step, torch.zeros_like(coefficients))
+    bins = coefficients.abs().div_(step).floor_()
+    kept = bins > 0
+    return bins.add_(0.5).mul_(step).mul_(kept).copysign_(coefficients)
 
 
 def jpeg2000(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """JPEG 2000-like compression at the level's ratio: blur and ringing from zeroed wavelet detail."""
     ratio = level_value(JPEG2000_COMPRESSION_RATIO, level)
     batch, _, height, width = images.shape
-    red, green, blue = _to_uint8(images).float().unbind(1)
-    ycbcr = torch.stack(  # the codec's irreversible colour transform, on level-shifted 8-bit samples
-        [
-            0.299 * red + 0.587 * green + 0.114 * blue - 128.0,
-            -0.16875 * red - 0.33126 * green + 0.5 * blue,
-            0.5 * red - 0.41869 * green - 0.08131 * blue,
-        ],
-        dim=1,
-    )
+    # The codec's irreversible colour transform, on level-shifted 8-bit samples.
+    ycbcr = mix_channels(_RGB_TO_YCBCR, images.mul(255.0).round_().clamp_(0, 255))
+    ycbcr[:, 0] -= 128.0
     levels = min(_DECOMPOSITIONS, int(math.log2(min(height, width))))
     multiple = 2**levels
     # Mirror the image out to whole blocks of the coarsest level (the codec's symmetric extension).
@@ -193,14 +190,6 @@ def jpeg2000(images: torch.Tensor, level: int, generator: torch.Generator | None
         tuple(_dead_zone(band, step / gain) for band, gain in zip(bands, gains))
         for bands, gains in zip(details, detail_gains)
     ]
-    luma, blue_difference, red_difference = _inverse_wavelet(low, details)[..., :height, :width].unbind(1)
-    luma = luma + 128.0
-    rgb = torch.stack(
-        [
-            luma + 1.402 * red_difference,
-            luma - 0.34413 * blue_difference - 0.71414 * red_difference,
-            luma + 1.772 * blue_difference,
-        ],
-        dim=1,
-    )
-    return rgb.round().clamp(0, 255).to(images.dtype) / 255.0
+    decoded = _inverse_wavelet(low, details)[..., :height, :width].contiguous()
+    decoded[:, 0] += 128.0
+    return mix_channels(_YCBCR_TO_RGB, decoded).round_().clamp_(0, 255).div_(255.0).to(images.dtype)

@@ -85,8 +85,9 @@ def _bilateral_pass(images: torch.Tensor, guide: torch.Tensor, spatial_sigma: fl
     weight_sum = torch.ones_like(images[:, :1])
     for offset in range(1, radius + 1):
         span = padded_guide.shape[dim] - offset
-        distance = (padded_guide.narrow(dim, offset, span) - padded_guide.narrow(dim, 0, span)).abs().sum(1, True)
-        weight = (distance.square() * (-0.5 / range_sigma**2) - 0.5 * (offset / spatial_sigma) ** 2).exp()
+        # In place after the first difference: each new full-size tensor costs as much as the arithmetic.
+        distance = (padded_guide.narrow(dim, offset, span) - padded_guide.narrow(dim, 0, span)).abs_().sum(1, True)
+        weight = distance.square_().mul_(-0.5 / range_sigma**2).add_(-0.5 * (offset / spatial_sigma) ** 2).exp_()
         # Padded position q + offset seen from q, and q - offset seen from q, for the image's q.
         for weight_start, neighbour_start in ((radius, radius + offset), (radius - offset, radius - offset)):
             neighbour_weight = weight.narrow(dim, weight_start, length)

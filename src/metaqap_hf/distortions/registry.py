@@ -78,7 +78,8 @@ def distort(
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= NUM_LEVELS:
         raise ValueError(f"Distortion level must be an integer from 1 to {NUM_LEVELS}; got {level!r}.")
     distorted = _DISTORTIONS[kind](images.float().clamp(0.0, 1.0), level, generator)
-    return distorted.clamp(0.0, 1.0).to(images.dtype)
+    # In place: the result is new, or at most a view of the clamped copy above, never the caller's tensor.
+    return distorted.clamp_(0.0, 1.0).to(images.dtype)
 
 
 def _type_indices(kinds: Sequence[str] | torch.Tensor, batch: int) -> torch.Tensor:

@@ -96,17 +96,40 @@ def pixelate(images: torch.Tensor, level: int, generator: torch.Generator | None
     return F.interpolate(coarse, size=(height, width), mode="nearest")
 
 
+def _float_order_keys(values: torch.Tensor) -> torch.Tensor:
+    """The bits of float32 ``values`` as int32 that order like the floats (negatives' magnitude bits flipped);
+    the mapping is its own inverse."""
+    bits = values.view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def _sort_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted values and sorting indices of each row of (R, N) floats.
+
+    Row by row on 32-bit integer keys: a 1-D stable integer sort takes the CPU's radix sort, 4-5 times
+    faster than a batched float sort.
+    """
+    keys = _float_order_keys(rows.float().contiguous())
+    sorted_keys, order = zip(*(row.sort(stable=True) for row in keys))
+    return _float_order_keys(torch.stack(sorted_keys)).view(torch.float32).to(rows.dtype), torch.stack(order)
+
+
 def quantization(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Intensity quantisation: each channel keeps a few steps whose edges are the channel's quantiles
     (so every step holds about the same number of pixels); a pixel takes the centre of its step."""
     steps = level_value(QUANTIZATION_STEPS, level)
-    flat = images.flatten(2).contiguous()
-    ordered = flat.sort(dim=-1).values
+    flat = images.reshape(-1, images.shape[-2] * images.shape[-1])
+    ordered, order = _sort_rows(flat)
     positions = torch.linspace(0, flat.shape[-1] - 1, steps + 1, device=images.device).round().long()
-    edges = ordered[..., positions]
-    step = torch.searchsorted(edges[..., 1:-1].contiguous(), flat, right=True)
-    centres = (edges[..., :-1] + edges[..., 1:]) / 2.0
-    return torch.gather(centres, -1, step).view_as(images)
+    edges = ordered[:, positions]
+    centres = (edges[:, :-1] + edges[:, 1:]) / 2.0
+    # A value's step counts the inner edges at or below it; in sorted order that count only grows, by one at
+    # each inner edge's first occurrence, so it is a cumulative sum rather than a search per pixel.
+    first_at_edge = torch.searchsorted(ordered, edges[:, 1:-1].contiguous())
+    increments = torch.zeros(ordered.shape, dtype=torch.long, device=images.device)
+    increments.scatter_add_(1, first_at_edge, torch.ones_like(first_at_edge))
+    in_sorted_order = torch.gather(centres, 1, increments.cumsum_(1))
+    return torch.empty_like(ordered).scatter_(1, order, in_sorted_order).view(images.shape)
 
 
 def color_block(images: torch.Tensor, level: int, generator: torch.Generator | None = None) -> torch.Tensor:
