@@ -271,3 +271,27 @@ def test_the_readme_commands_serve_and_score_through_curl(checkpoint, tmp_path):
         process.terminate()
         process.wait(timeout=60)
         process.stderr.close()
+
+
+def test_faults_are_returned_when_asked_and_match_the_pipeline(tmp_path, photos):
+    """A model with a fault head: `?faults=true` adds the pipeline's `faults` (`faults=True`), and requests without
+    it, batched with those that ask, get results without the key."""
+    from transformers import pipeline
+
+    faulty = save_tiny_checkpoint(tmp_path / "tiny-faults", fault_head=True)
+    reference = pipeline("image-quality", model=str(faulty), device="cpu")(str(photos / "00.png"), faults=True)
+    body = (photos / "00.png").read_bytes()
+
+    async def both(url):
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(client.post(f"{url}/score?faults=true", content=body),
+                                        client.post(f"{url}/score", content=body))
+
+    with running_service(service(faulty, max_wait_ms=200)) as url:
+        asked, plain = asyncio.run(both(url))
+    assert asked.status_code == plain.status_code == 200
+    (with_faults,), (without,) = asked.json()["results"], plain.json()["results"]
+    assert "faults" not in without and with_faults["score"] == pytest.approx(without["score"], abs=1e-6)
+    assert [fault["label"] for fault in with_faults["faults"]] == [fault["label"] for fault in reference["faults"]]
+    for got, want in zip(with_faults["faults"], reference["faults"]):
+        assert got["family"] == want["family"] and got["score"] == pytest.approx(want["score"], abs=1e-5)

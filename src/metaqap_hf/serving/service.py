@@ -11,6 +11,7 @@ scores everything accepted before it returns.
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import io
 import math
@@ -24,6 +25,7 @@ from PIL import Image
 
 from ..errors import OptionError
 from ..image_utils import ImageLoadError
+from ..pipeline_image_quality import DEFAULT_TOP_K_FAULTS
 from ..scoring.inputs import ImageInput
 from ..scoring.options import MAX_BATCH_SIZE
 from ..scoring.scorer import ImageScorer, prepare_pixels
@@ -103,7 +105,13 @@ class ScoringService:
         self.limits = limits if limits is not None else ServiceLimits()
         self.scorer = ImageScorer(model, device=device, dtype=dtype)
         self.metrics = ServiceMetrics()
-        self.batcher = DynamicBatcher(self.scorer.score_pixels, max_batch=self.limits.max_batch,
+        # A model with a fault head computes faults for every batch (the head is a few thousand multiply-adds per
+        # image), so requests that ask for them and requests that do not share batches; `score_images` drops them
+        # from the results of requests that did not ask.
+        self.has_fault_head = self.scorer.config.fault_head is not None
+        top_k_faults = DEFAULT_TOP_K_FAULTS if self.has_fault_head else None
+        self.batcher = DynamicBatcher(functools.partial(self.scorer.score_pixels, top_k_faults=top_k_faults),
+                                      max_batch=self.limits.max_batch,
                                       max_wait=self.limits.max_wait_ms / 1000, on_batch=self.metrics.batch_scored)
         self.ready = False
         self.draining = False
@@ -163,8 +171,9 @@ class ScoringService:
     async def score_images(self, images: list[tuple[str, bytes]], *, faults: bool = False) -> list[dict[str, Any]]:
         """One result per (name, encoded bytes), in order: `{"name", "score", "raw_score", "base_scores", "std"}`
         as `pipeline("image-quality")` gives them, or `{"name", "error"}` saying why that image was skipped.
-        `faults` is the place for the fault head's output (a model without one refuses it)."""
-        if faults:
+        With `faults`, each result also has `"faults"`: the `DEFAULT_TOP_K_FAULTS` most probable faults, as
+        `pipeline("image-quality", faults=True)` gives them (a model without a fault head refuses it)."""
+        if faults and not self.has_fault_head:
             raise OptionError("faults", True, "this model has no fault head, so it gives no faults output")
         loop = asyncio.get_running_loop()
         prepared = await asyncio.gather(*(loop.run_in_executor(self._decoders, self._prepare, name, data)
@@ -173,6 +182,9 @@ class ScoringService:
                                              if pixels is not None)))
         results = [{"name": name, **next(scores)} if pixels is not None else {"name": name, "error": reason}
                    for (name, _), (pixels, reason) in zip(images, prepared)]
+        if not faults:
+            for result in results:
+                result.pop("faults", None)
         skipped = sum(pixels is None for pixels, _ in prepared)
         self.metrics.images_done(len(images) - skipped, skipped)
         return results
