@@ -19,7 +19,8 @@ from metaqap_hf.scoring import (
     score_to_output,
 )
 from metaqap_hf.scoring.options import MAX_BATCH_SIZE, MAX_NUM_WORKERS
-from metaqap_hf.scoring.scorer import DTYPES
+from metaqap_hf.devices import DTYPE_CHOICES
+from metaqap_hf.onnx_runtime import RUNTIMES
 
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOTHING_SCORED, EXIT_OK, EXIT_SKIPPED, command_parser
 
@@ -58,8 +59,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                              f"{MAX_NUM_WORKERS})")
     parser.add_argument("--device", "-d", default=DEFAULTS["device"], metavar="D",
                         help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--dtype", choices=list(DTYPES), default=DEFAULTS["dtype"],
-                        help="compute precision; bfloat16 is faster on GPUs and CPUs with AVX512-BF16")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=DEFAULTS["dtype"],
+                        help="compute precision; auto: bfloat16 on GPUs and on CPUs that compute it natively "
+                             "(AVX512-BF16, AMX), float32 elsewhere (bfloat16 is emulated and many times slower there)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULTS["runtime"],
+                        help="torch, or onnx: ONNX Runtime on the CPU in float32 (pip install 'metaqap-hf[onnx]'; "
+                             "the model is exported once, checked against PyTorch, and cached under "
+                             "$HF_HOME/metaqap/onnx); auto: onnx on the CPU when it is installed and float32 or auto "
+                             "is asked for, else torch")
     parser.add_argument("--format", "-f", choices=FORMATS,
                         help="output format (default: from the --output suffix .csv, .jsonl or .json, else table)")
     parser.add_argument("--output", "-o", metavar="FILE",
@@ -103,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             result = score_to_output(inputs, args.output, model=args.model, device=args.device, dtype=args.dtype,
-                                     batch_size=args.batch_size, num_workers=args.num_workers, format=args.format,
-                                     resume=args.resume, on_result=on_result)
+                                     runtime=args.runtime, batch_size=args.batch_size, num_workers=args.num_workers,
+                                     format=args.format, resume=args.resume, on_result=on_result)
         except ScoringInterrupted as stop:
             progress.close()
             done = stop.run

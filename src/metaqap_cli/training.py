@@ -10,9 +10,8 @@ import json
 import os
 from dataclasses import asdict
 
-import torch
-
 from metaqap_hf.configuration_metaqap import META_LEARNER_METHODS
+from metaqap_hf.devices import DTYPE_CHOICES
 from metaqap_hf.factory import BACKBONE_PRESETS
 from metaqap_hf.losses import LOSSES
 from metaqap_hf.pretraining.stage import pretrain
@@ -164,8 +163,9 @@ def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
                         help="backbone input side (default: the preset's)")
     parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
                         help="keep pooled features here and reuse them")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=str(defaults["feature_dtype"])[6:],
-                        help="feature extraction precision")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults["feature_dtype"],
+                        help="feature extraction precision; auto: bfloat16 on GPUs and on CPUs that compute it "
+                             "natively (AVX512-BF16, AMX), float32 elsewhere")
     parser.add_argument("--device", default=defaults["device"], metavar="D",
                         help="where features are computed (default: cuda when available)")
     parser.add_argument("--hidden-size", type=int, default=FROZEN["hidden_size"], metavar="N",
@@ -187,7 +187,7 @@ def run_train_frozen(args: argparse.Namespace) -> int:
                           folds=args.folds, loss=args.loss, meta_learner=args.meta_learner, seed=args.seed)
     report = train_frozen(args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
                           image_size=args.image_size, recipe=recipe, feature_cache=args.cache_dir,
-                          feature_dtype=getattr(torch, args.dtype), pretrained=not args.random_init,
+                          feature_dtype=args.dtype, pretrained=not args.random_init,
                           weight_sources=dict(args.weights), backbones_from=args.backbones_from,
                           device=args.device)
     print(json.dumps({

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from .data import DatasetSource, load_dataset_source
 from .data.splits import VALIDATION_FRACTION
+from .devices import resolve_device, resolve_dtype
 from .hub import add_card_evaluation, card_evaluation, card_is_rendered, read_model_card_facts
 from .image_processing_metaqap import MetaQAPImageProcessor
 from .metrics import compute_iqa_metrics, srocc
@@ -34,7 +35,6 @@ from .training.loop import Predictions, predict
 __all__ = ["evaluate_checkpoint"]
 
 ALL_SPLITS = "all"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
@@ -48,7 +48,7 @@ def evaluate_checkpoint(
     mos_range: Sequence[float] | None = None,
     validation_fraction: float = VALIDATION_FRACTION,
     seed: int = 0,
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype = "auto",
     batch_size: int = 16,
     num_workers: int = 0,
     limit: int | None = None,
@@ -63,16 +63,16 @@ def evaluate_checkpoint(
     `seed` give the validation split carved from train where the source has none). `split` is ``train``,
     ``validation``, ``test`` or ``all`` (every image of every split); by default ``test`` when the dataset has
     one, else ``all``. Images go through the inference path (`load_image` + the checkpoint's image processor, no
-    augmentation), under bfloat16 autocast when `dtype` is bfloat16. `limit` keeps the first N images; `device`
+    augmentation), under bfloat16 autocast when `dtype` is bfloat16 (``"auto"``: on GPUs and on CPUs that compute it
+    natively, else float32; `metaqap_hf.devices.resolve_dtype`). `limit` keeps the first N images; `device`
     defaults to CUDA when available. Writes to `output_dir`: ``metrics.json`` (the returned report:
     `compute_iqa_metrics` plus each base model's SROCC as ``srocc_<backbone id>``), ``predictions.csv`` (image,
     MOS, score, base scores) and, with `plot`, ``scatter.png`` (predicted score against MOS; needs matplotlib, the
     ``plots`` extra). With `add_to_card`, the figures also go into the checkpoint's model card (its
     ``model_card.json`` and README.md), replacing an earlier row of the same dataset and split.
     """
-    compute_dtype = _DTYPES.get(dtype) if isinstance(dtype, str) else dtype
-    if compute_dtype not in _PRECISION_NAMES:
-        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    device = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, device)
     if plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError("the scatter plot needs matplotlib: pip install 'metaqap-hf[plots]', or pass plot=False")
     if add_to_card:
@@ -90,13 +90,12 @@ def evaluate_checkpoint(
     if limit is not None:
         images = images.select(range(min(limit, len(images))))
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = MetaQAPModel.from_pretrained(checkpoint).eval().to(device)
     processor = MetaQAPImageProcessor.from_pretrained(checkpoint)
     loader = DataLoader(quality_dataset(images, processor, cache=False),  # each image is read once: nothing to cache
                         batch_size=batch_size, num_workers=num_workers,
                         collate_fn=QualityDataCollator(processor.rescale_factor))
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=compute_dtype == torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=compute_dtype == torch.bfloat16):
         predictions = predict(model, loader)
 
     metrics = compute_iqa_metrics(predictions.scores, predictions.labels)

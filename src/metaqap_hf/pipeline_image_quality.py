@@ -30,6 +30,7 @@ from .image_processing_metaqap import (
     processor_input_size,
     to_rgb_image,
 )
+from .onnx_runtime import OnnxRuntimeModel, resolve_runtime
 
 __all__ = ["ImageQualityPipeline", "fetch_image_bytes", "quality_results", "to_pil_image"]
 
@@ -151,11 +152,16 @@ class ImageQualityPipeline(Pipeline):
     `std` is the spread of the base scores, a per-image signal of how much the ensemble agrees. An input that
     cannot be read raises `ImageLoadError` naming it; an empty list gives an empty list.
 
+    `runtime="onnx"` runs the model with ONNX Runtime on the CPU (float32; exported once and cached, see
+    `metaqap_hf.onnx_runtime`), `"auto"` does so when it is installed and the model is float32 on the CPU; the
+    default, `"torch"`, runs `self.model`.
+
     Example:
         >>> import metaqap_hf
         >>> from transformers import pipeline
         >>> scorer = pipeline("image-quality")  # the bundled default model
         >>> scorer("photo.jpg")["score"]
+        >>> fast = pipeline("image-quality", runtime="onnx")  # ONNX Runtime on the CPU
     """
 
     _load_processor = False
@@ -163,6 +169,12 @@ class ImageQualityPipeline(Pipeline):
     _load_video_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+
+    def __init__(self, *args, runtime: str = "torch", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runtime = resolve_runtime(runtime, self.device, self.model.dtype)
+        self.runtime_model = (OnnxRuntimeModel.from_model(self.model, self.image_processor)
+                              if self.runtime == "onnx" else None)
 
     def _sanitize_parameters(self, timeout=None, **kwargs):
         if kwargs:
@@ -190,7 +202,8 @@ class ImageQualityPipeline(Pipeline):
         return self.image_processor(images=pil_image, return_tensors="pt")
 
     def _forward(self, model_inputs):
-        return self.model(pixel_values=model_inputs["pixel_values"])
+        model = self.model if self.runtime_model is None else self.runtime_model
+        return model(pixel_values=model_inputs["pixel_values"])
 
     def postprocess(self, model_outputs):
         return quality_results(model_outputs, self.model.config)[0]

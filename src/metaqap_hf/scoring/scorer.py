@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from ..devices import DTYPES, resolve_device
+from ..devices import resolve_device, resolve_dtype
 from ..image_processing_metaqap import ImageLoadError, MetaQAPImageProcessor, load_image, processor_input_size
+from ..onnx_runtime import OnnxRuntimeModel, resolve_runtime
 from ..pipeline_image_quality import quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
 
-__all__ = ["DTYPES", "ImageScorer", "ScoredImage", "resolve_device"]
+__all__ = ["ImageScorer", "ScoredImage", "resolve_device"]
 
 _WORKER_DIED = "the decoding process died (a crash or out of memory) while decoding this file"
 
@@ -197,9 +198,12 @@ class _Decoder:
 
 # ------------------------------------------------------------------------------------------------------ scoring
 class ImageScorer:
-    """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) with its weights
-    in `dtype` (``"float32"`` or ``"bfloat16"``, faster on GPUs and on CPUs with AVX512-BF16), as
-    `pipeline(...)` runs it. `model` is a checkpoint folder or hub id (default: the bundled model). Bad values raise
+    """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) in `dtype`
+    (``"auto"``: bfloat16 on GPUs and on CPUs that compute it natively, float32 elsewhere; or ``"float32"``,
+    ``"bfloat16"``), by `runtime`: ``"torch"``, ``"onnx"`` (ONNX Runtime on the CPU in float32: the checkpoint is
+    exported once into `cache_dir`, default ``$HF_HOME/metaqap/onnx``, see `metaqap_hf.onnx_runtime`) or ``"auto"``
+    (ONNX Runtime on the CPU when it is installed and float32 or auto is asked for, else PyTorch). Scores are those
+    `pipeline(...)` computes. `model` is a checkpoint folder or hub id (default: the bundled model). Bad values raise
     `OptionError` naming the option.
 
         >>> scorer = ImageScorer()
@@ -207,13 +211,15 @@ class ImageScorer:
         ...     print(item.path, item.score if item.ok else item.reason)
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32"):
-        if dtype not in DTYPES:
-            raise OptionError("dtype", dtype, f"accepted: {', '.join(DTYPES)}")
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
+                 runtime: str = "auto", cache_dir: str | os.PathLike | None = None):
         self.device = resolve_device(device)
+        self.runtime = resolve_runtime(runtime, self.device, dtype)
+        self.dtype = torch.float32 if self.runtime == "onnx" else resolve_dtype(dtype, self.device)
         self.model_path, model_object, self.processor = _load_checkpoint(model)
-        self.dtype = DTYPES[dtype]
         self.model = model_object.eval().to(self.device, self.dtype)
+        if self.runtime == "onnx":  # called as the model is: (pixel_values=...) -> score, base_scores, std
+            self.model = OnnxRuntimeModel.from_model(self.model, self.processor, cache_dir=cache_dir)
         self.config = self.model.config
         self.input_size = processor_input_size(self.processor)
 
