@@ -63,10 +63,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                         help="compute precision; auto: bfloat16 on GPUs and on CPUs that compute it natively "
                              "(AVX512-BF16, AMX), float32 elsewhere (bfloat16 is emulated and many times slower there)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULTS["runtime"],
-                        help="torch, or onnx: ONNX Runtime on the CPU in float32 (pip install 'metaqap-hf[onnx]'; "
-                             "the model is exported once, checked against PyTorch, and cached under "
-                             "$HF_HOME/metaqap/onnx); auto: onnx on the CPU when it is installed and float32 or auto "
-                             "is asked for, else torch")
+                        help="torch, or onnx: ONNX Runtime on the CPU in float32, about 3x PyTorch's speed on CPUs "
+                             "without native bfloat16 (pip install 'metaqap-hf[onnx]'; the model is exported once, "
+                             "a minute or two, checked against PyTorch and cached under $HF_HOME/metaqap/onnx); auto: "
+                             "onnx where that export is already cached (on the CPU, float32 or auto asked for), else "
+                             "torch")
     parser.add_argument("--format", "-f", choices=FORMATS,
                         help="output format (default: from the --output suffix .csv, .jsonl or .json, else table)")
     parser.add_argument("--output", "-o", metavar="FILE",

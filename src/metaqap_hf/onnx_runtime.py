@@ -10,9 +10,10 @@ this package's version, the export contract, and the torch and onnxruntime versi
 or by another exporter is never picked up. A file enters the cache only after onnxruntime has matched PyTorch
 within `tolerance` on it (the export's own check), so a file found there has passed it.
 
-Where it runs: the CPU, in float32. `resolve_runtime` decides ``runtime="auto"``: ONNX Runtime on the CPU when it is
-installed and the precision is float32 or ``"auto"`` (2.9x PyTorch float32 end to end on 2 AVX2 cores, see the
-README), PyTorch elsewhere (GPUs, bfloat16 asked for).
+Where it runs: the CPU, in float32. ``runtime="auto"`` (`resolve_runtime`): ONNX Runtime on the CPU when it is
+installed, float32 or ``"auto"`` is asked for, and this checkpoint's export is already in the cache (made by an
+earlier ``runtime="onnx"``); PyTorch otherwise (GPUs, bfloat16 asked for, no export yet). The export takes a minute
+or two for the default model on 2 cores: a run that did not ask for it never waits for it.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def onnxruntime_available() -> bool:
 
 def resolve_runtime(runtime: str = "auto", device: torch.device | str = "cpu",
                     dtype: str | torch.dtype | None = "auto") -> str:
-    """``"torch"`` or ``"onnx"`` for `runtime` on `device` with the asked-for `dtype`. ``"auto"``: ONNX Runtime on
-    the CPU when the `onnx` extra is installed and `dtype` is float32 or ``"auto"``, PyTorch otherwise. Raises
+    """Whether `runtime` on `device` with the asked-for `dtype` runs PyTorch (``"torch"``) or may run ONNX Runtime
+    (``"onnx"``). ``"auto"`` gives ``"onnx"`` on the CPU when the `onnx` extra is installed and `dtype` is float32
+    or ``"auto"``; its callers then use ONNX Runtime only where the checkpoint's export is already cached
+    (`OnnxRuntimeModel.from_model(..., export=False)`), so no run pays for an export it did not ask for. Raises
     `OptionError` for an unknown runtime, and for ``"onnx"`` where it cannot run (a GPU, bfloat16, the extra
     missing: the message names it)."""
     if runtime not in RUNTIMES:
@@ -131,14 +134,19 @@ class OnnxRuntimeModel:
 
     @classmethod
     def from_model(cls, model: MetaQAPModel, processor, *, cache_dir: str | os.PathLike | None = None,
-                   tolerance: float = 1e-4, threads: int | None = None) -> OnnxRuntimeModel:
+                   export: bool = True, tolerance: float = 1e-4, threads: int | None = None
+                   ) -> OnnxRuntimeModel | None:
         """The runtime model of `model` (float32, on the CPU) and its image `processor`: the cached export when
-        there is one, else a new export, kept only when onnxruntime matches PyTorch within `tolerance`
-        (`metaqap_hf.export.OnnxParityError` otherwise)."""
+        there is one; else, with `export`, a new export, kept only when onnxruntime matches PyTorch within
+        `tolerance` (`metaqap_hf.export.OnnxParityError` otherwise); else None."""
+        if next(model.parameters()).dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
+            raise ValueError("the ONNX export takes the float32 model on the CPU")
         input_size = (processor.size["height"], processor.size["width"])
         folder = Path(cache_dir).expanduser() if cache_dir is not None else onnx_cache_dir()
         path = folder / f"{onnx_cache_key(model, input_size)}.onnx"
         if not path.is_file():
+            if not export:
+                return None
             folder.mkdir(parents=True, exist_ok=True)
             logger.warning(f"exporting {model.name_or_path or 'the model'} to ONNX once, checked against PyTorch "
                            f"(a minute or two for the default model on 2 cores); later runs reuse {path}")

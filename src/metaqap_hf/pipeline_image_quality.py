@@ -153,8 +153,8 @@ class ImageQualityPipeline(Pipeline):
     cannot be read raises `ImageLoadError` naming it; an empty list gives an empty list.
 
     `runtime="onnx"` runs the model with ONNX Runtime on the CPU (float32; exported once and cached, see
-    `metaqap_hf.onnx_runtime`), `"auto"` does so when it is installed and the model is float32 on the CPU; the
-    default, `"torch"`, runs `self.model`.
+    `metaqap_hf.onnx_runtime`), `"auto"` does so where that export is already cached (a float32 model on the CPU);
+    the default, `"torch"`, runs `self.model`.
 
     Example:
         >>> import metaqap_hf
@@ -173,8 +173,11 @@ class ImageQualityPipeline(Pipeline):
     def __init__(self, *args, runtime: str = "torch", **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime = resolve_runtime(runtime, self.device, self.model.dtype)
-        self.runtime_model = (OnnxRuntimeModel.from_model(self.model, self.image_processor)
-                              if self.runtime == "onnx" else None)
+        self.runtime_model = None
+        if self.runtime == "onnx":
+            self.runtime_model = OnnxRuntimeModel.from_model(self.model, self.image_processor,
+                                                             export=runtime == "onnx")
+            self.runtime = "torch" if self.runtime_model is None else "onnx"
 
     def _sanitize_parameters(self, timeout=None, **kwargs):
         if kwargs:

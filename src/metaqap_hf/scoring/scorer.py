@@ -200,11 +200,12 @@ class _Decoder:
 class ImageScorer:
     """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) in `dtype`
     (``"auto"``: bfloat16 on GPUs and on CPUs that compute it natively, float32 elsewhere; or ``"float32"``,
-    ``"bfloat16"``), by `runtime`: ``"torch"``, ``"onnx"`` (ONNX Runtime on the CPU in float32: the checkpoint is
-    exported once into `cache_dir`, default ``$HF_HOME/metaqap/onnx``, see `metaqap_hf.onnx_runtime`) or ``"auto"``
-    (ONNX Runtime on the CPU when it is installed and float32 or auto is asked for, else PyTorch). Scores are those
-    `pipeline(...)` computes. `model` is a checkpoint folder or hub id (default: the bundled model). Bad values raise
-    `OptionError` naming the option.
+    ``"bfloat16"``), by `runtime`: ``"torch"``; ``"onnx"``, ONNX Runtime on the CPU in float32 (the checkpoint is
+    exported once into `cache_dir`, default ``$HF_HOME/metaqap/onnx``, and checked against PyTorch: see
+    `metaqap_hf.onnx_runtime`); or ``"auto"``, ONNX Runtime where its export of this checkpoint is already cached
+    (on the CPU, with the `onnx` extra, float32 or auto asked for), else PyTorch. `runtime` and `dtype` then say
+    what was chosen. Scores are those `pipeline(...)` computes. `model` is a checkpoint folder or hub id (default:
+    the bundled model). Bad values raise `OptionError` naming the option.
 
         >>> scorer = ImageScorer()
         >>> for item in scorer.score_files(["photos/"]):   # results in input order, as they come
@@ -215,11 +216,17 @@ class ImageScorer:
                  runtime: str = "auto", cache_dir: str | os.PathLike | None = None):
         self.device = resolve_device(device)
         self.runtime = resolve_runtime(runtime, self.device, dtype)
-        self.dtype = torch.float32 if self.runtime == "onnx" else resolve_dtype(dtype, self.device)
+        torch_dtype = resolve_dtype(dtype, self.device)
         self.model_path, model_object, self.processor = _load_checkpoint(model)
-        self.model = model_object.eval().to(self.device, self.dtype)
+        runtime_model = None
         if self.runtime == "onnx":  # called as the model is: (pixel_values=...) -> score, base_scores, std
-            self.model = OnnxRuntimeModel.from_model(self.model, self.processor, cache_dir=cache_dir)
+            runtime_model = OnnxRuntimeModel.from_model(model_object.eval().float(), self.processor,
+                                                        cache_dir=cache_dir, export=runtime == "onnx")
+        if runtime_model is None:
+            self.runtime, self.dtype = "torch", torch_dtype
+            self.model = model_object.eval().to(self.device, self.dtype)
+        else:
+            self.dtype, self.model = torch.float32, runtime_model
         self.config = self.model.config
         self.input_size = processor_input_size(self.processor)
 
