@@ -7,9 +7,11 @@ Rows:
 - model forward: on processed tensors at each batch size, by PyTorch float32, PyTorch bfloat16 (only where the CPU
   computes bfloat16 natively, or with `--force-bfloat16`) and ONNX Runtime (the library's `OnnxRuntimeModel` on the
   cached, parity-checked export; when the `onnx` extra is installed);
-- metaqap score: the command end to end (start-up, model loading, decoding, scoring, writing JSONL) in a fresh
-  process for each backend, best of `--cli-repeats`, with the largest score difference from PyTorch float32. The
-  ONNX export is made (and timed) before, so these rows are what every run after the first costs.
+- score_to_output: the library behind `metaqap score` in this process, from building the `ImageScorer` (model
+  loading; for ONNX Runtime the cache look-up and the session) to the last row written, for each backend;
+- metaqap score: the command end to end (interpreter start-up and imports too) in a fresh process for each backend,
+  best of `--cli-repeats`, with the largest score difference from PyTorch float32.
+The ONNX export is made (and timed) first, so the last two are what every run after the first costs.
 
     python benchmarks/inference_speed.py --images-dir ../shared/data/biq2021-sample/Images --images 64 \\
         --output benchmarks/results/inference_speed.json
@@ -132,6 +134,14 @@ def run_command(folder: Path, model: str, runtime: str, dtype: str, batch: int, 
     return seconds
 
 
+def library_seconds(folder: Path, model: str, runtime: str, dtype: str, batch: int, output: Path) -> float:
+    from metaqap_hf.scoring import score_to_output
+
+    started = time.perf_counter()
+    score_to_output([folder], output, model=model, device="cpu", runtime=runtime, dtype=dtype, batch_size=batch)
+    return time.perf_counter() - started
+
+
 def read_scores(path: Path) -> dict[str, float]:
     rows = (json.loads(line) for line in path.read_text().splitlines())
     return {row["path"]: row["raw_score"] for row in rows if "raw_score" in row}
@@ -199,6 +209,12 @@ def main() -> None:
                     seconds[runtime, dtype_name] = min(seconds[runtime, dtype_name], run_command(
                         paths[0].parent, args.model, runtime, dtype_name, batch, output, env))
             reference = read_scores(scratch / "torch-float32.jsonl")
+            for runtime, dtype_name in runtimes:
+                wall = min(library_seconds(paths[0].parent, args.model, runtime, dtype_name, batch,
+                                           scratch / f"library-{runtime}-{dtype_name}-{repeat}.jsonl")
+                           for repeat in range(args.cli_repeats))
+                rows.append({"row": f"score_to_output, runtime {runtime}: files -> JSONL", "dtype": dtype_name,
+                             "batch": batch, "img_per_s": len(paths) / wall, "wall_s": wall})
             for (runtime, dtype_name), wall in seconds.items():
                 scores = read_scores(scratch / f"{runtime}-{dtype_name}.jsonl")
                 assert scores.keys() == reference.keys(), "every backend scores every photo"

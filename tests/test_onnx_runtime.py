@@ -78,8 +78,10 @@ def assert_same_scores(got: dict, expected: dict) -> None:
 def test_the_scorer_runs_onnxruntime_with_pytorchs_scores(onnx_scorer, torch_scores):
     assert onnx_scorer.runtime == "onnx" and onnx_scorer.dtype == torch.float32
     assert isinstance(onnx_scorer.model, OnnxRuntimeModel)
-    for batch_size in (1, 3):  # the export traced a batch of 2: other sizes run on its dynamic dimension
-        scores = {Path(item.path).name: item for item in onnx_scorer.score_files([PHOTOS], batch_size=batch_size)}
+    # the export traced a batch of 2: other sizes run on its dynamic dimension; decoding processes work ahead of it
+    for batch_size, num_workers in ((1, 0), (3, 1)):
+        scores = {Path(item.path).name: item for item in onnx_scorer.score_files([PHOTOS], batch_size=batch_size,
+                                                                                  num_workers=num_workers)}
         assert_same_scores(scores, torch_scores)
     assert len({round(item.raw_score, 4) for item in torch_scores.values()}) == 4, "photos should score differently"
 
