@@ -24,7 +24,7 @@ import torch
 from skimage import data
 
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort, random_distortion
-from metaqap_hf.image_processing_metaqap import load_image_tensor
+from metaqap_hf.image_utils import load_image_tensor
 from metaqap_hf.pretraining import DEFAULT_METRICS, find_images, full_reference_scores
 
 

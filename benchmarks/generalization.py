@@ -47,7 +47,7 @@ import metaqap_hf  # noqa: F401  (registers the image-quality pipeline)
 from metaqap_hf.data import load_biq2021
 from metaqap_hf.data.images import image_column, load_dataset_image
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort
-from metaqap_hf.image_processing_metaqap import load_image_tensor
+from metaqap_hf.image_utils import load_image_tensor
 from metaqap_hf.pretraining.dataset import find_images
 
 SUBSETS = ("ss01", "ss02", "ss03")
@@ -130,12 +130,15 @@ def frozen_recipe(splits: DatasetDict, output_dir: Path, *, args) -> None:
 
 def finetune_recipe(splits: DatasetDict, output_dir: Path, *, args) -> None:
     """`metaqap train`'s loop (whole backbones, quality-keeping augmentation), the best validation checkpoint kept."""
-    from metaqap_hf.training import finetune
+    from metaqap_hf.training import AccelerateTrainingArguments, FinetuningOptions, finetune
 
     run_dir = output_dir.with_name(output_dir.name + "-training")  # rerun: resumes from its last checkpoint
-    finetune(splits, run_dir, mos_range=(0.0, 1.0), backbones=args.backbones, backbones_from=args.backbones_from,
-             image_size=args.image_size or 512, num_epochs=args.epochs, per_device_batch_size=args.batch_size,
-             mixed_precision={"bfloat16": "bf16", "float32": "no"}[args.dtype], seed=args.seed)
+    loop = AccelerateTrainingArguments(str(run_dir), num_epochs=args.epochs, per_device_batch_size=args.batch_size,
+                                       mixed_precision={"bfloat16": "bf16", "float32": "no"}[args.dtype],
+                                       seed=args.seed)
+    options = FinetuningOptions(mos_range=(0.0, 1.0), backbones=args.backbones, backbones_from=args.backbones_from,
+                                image_size=args.image_size or 512, seed=args.seed)
+    finetune(splits, loop, options)
     shutil.copytree(run_dir / "best", output_dir)
 
 

@@ -15,7 +15,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from metaqap_hf.training import finetune
+from metaqap_hf.training import AccelerateTrainingArguments, FinetuningOptions, finetune
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  argument_default=argparse.SUPPRESS)  # what is not given keeps finetune's default
@@ -36,5 +36,10 @@ parser.add_argument("--save-every", type=int, dest="save_every_steps", help="che
 parser.add_argument("--seed", type=int)
 options = vars(parser.parse_args())
 
-result = finetune(options.pop("dataset"), options.pop("output_dir"), **options)
+loop = {name: options.pop(name) for name in ("num_epochs", "per_device_batch_size", "gradient_accumulation_steps",
+                                             "save_every_steps") if name in options}
+if "seed" in options:  # the seed of the splits and heads is also the loop's (order, dropout)
+    loop["seed"] = options["seed"]
+result = finetune(options.pop("dataset"), AccelerateTrainingArguments(options.pop("output_dir"), **loop),
+                  FinetuningOptions(**options))
 print(json.dumps(asdict(result), indent=2))

@@ -11,8 +11,8 @@ validation figures on it) to <output-dir>/best.
 import argparse
 import json
 
-from metaqap_hf.hub import ModelCardFacts, card_evaluation, command_line, write_model_card
-from metaqap_hf.training import MetaQAPTrainer, prepare_finetuning, quality_training_arguments
+from metaqap_hf.cards import ModelCardFacts, card_evaluation, command_line, write_model_card
+from metaqap_hf.training import FinetuningOptions, MetaQAPTrainer, prepare_finetuning, quality_training_arguments
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  argument_default=argparse.SUPPRESS)  # what is not given keeps the defaults
@@ -37,7 +37,7 @@ trainer_options = {key: options.pop(key) for key in ("num_train_epochs", "per_de
                    if key in options}
 if "seed" in options:  # the seed of the splits and heads is also Trainer's
     trainer_options["seed"] = options["seed"]
-setup = prepare_finetuning(options.pop("dataset"), **options)
+setup = prepare_finetuning(options.pop("dataset"), FinetuningOptions(**options))
 arguments = quality_training_arguments(output_dir, **trainer_options)
 trainer = MetaQAPTrainer(setup.model, arguments, setup.train, setup.validation, image_processor=setup.image_processor)
 trainer.train()

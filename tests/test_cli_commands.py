@@ -57,7 +57,7 @@ def tiny_biq2021(tmp_path: Path) -> Path:
 
 
 def _card(checkpoint: Path, repo_id: str) -> Path:
-    from metaqap_hf.hub import CardEvaluation, render_model_card
+    from metaqap_hf.cards import CardEvaluation, render_model_card
 
     evaluation = CardEvaluation("BIQ2021", "biq2021", "test", srocc=0.8, plcc=0.81, krocc=0.6, rmse=0.1)
     card = render_model_card(checkpoint, repo_id=repo_id, training_dataset="BIQ2021",
@@ -76,8 +76,8 @@ def _card(checkpoint: Path, repo_id: str) -> Path:
         (["data", "prepare"], "metaqap_hf.data.prepare_dataset"),
         (["data", "push"], "metaqap_hf.hub.push_dataset"),
         (["push"], "metaqap_hf.hub.push_model"),
-        (["card", "lint"], "metaqap_hf.hub.lint_card"),
-        (["card", "render"], "metaqap_hf.hub.write_model_card"),
+        (["card", "lint"], "metaqap_hf.cards.lint_card"),
+        (["card", "render"], "metaqap_hf.cards.write_model_card"),
         (["distortions", "contact-sheet"], "metaqap_hf.pretraining.make_contact_sheet"),
         (["train"], "metaqap_hf.training.finetune"),
         (["train-frozen"], "metaqap_hf.training.train_frozen"),

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from metaqap_hf.distortions import DISTORTION_TYPES, NUM_LEVELS, distort, random_distortion
-from metaqap_hf.image_processing_metaqap import load_image_tensor
+from metaqap_hf.image_utils import load_image_tensor
 from metaqap_hf.pretraining import make_contact_sheet
 
 PRISTINE_DIR = Path(os.environ.get("METAQAP_PRISTINE_DIR", "/work/shared/data/pristine"))

@@ -131,8 +131,9 @@ def tiny(item: DocItem, url: str) -> str:
         (r"(?<![\w.])/tmp/", "tmp/"),
         (r"https://example\.com/photo\.jpg", f"{url}/photo.jpg"),
         # a real lite model for the Python API; the tiny one keeps the export fast
-        (r'backbones="tf_efficientnet_lite0", num_epochs=10',
-         'backbones="tiny", image_size=64, num_epochs=1, train_limit=16, validation_limit=8'),
+        (r'num_epochs=10\)', "num_epochs=1)"),
+        (r'FinetuningOptions\(backbones="tf_efficientnet_lite0"\)',
+         'FinetuningOptions(backbones="tiny", image_size=64, train_limit=16, validation_limit=8)'),
         (r"export onnx src/metaqap_hf/checkpoints/metaqap-lite-biq2021", "export onnx runs/tiny"),
         (r"(?<![\w/.-])(examples|benchmarks|spaces|src|tests)/", f"{ROOT}/\\1/"),
     ):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from metaqap_hf.hub import lint_card
+from metaqap_hf.cards import lint_card
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_SAMPLE = Path("/work/shared/data/biq2021-sample")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from metaqap_hf import MetaQAPImageProcessor, MetaQAPModel
 from metaqap_hf.factory import create_model
 
 from _images import random_photo
+
+PHOTOS = sorted((Path(__file__).parent / "fixtures" / "photos").glob("scene*"))
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -77,6 +80,19 @@ def test_onnxruntime_scores_processed_photos_as_pytorch_and_the_pipeline(exporte
     np.testing.assert_allclose(score, [result["raw_score"] for result in results], rtol=0, atol=1e-4)
     low, high = model.config.mos_range
     np.testing.assert_allclose(np.clip(score, low, high), [result["score"] for result in results], rtol=0, atol=1e-4)
+
+
+def test_onnxruntime_on_the_shared_pixel_path_gives_the_pipelines_scores(exported, checkpoint):
+    """`image_utils.pixel_values` feeds the file what the pipeline feeds the model: the fixture photos score alike."""
+    from metaqap_hf.image_utils import load_image, pixel_values
+
+    output, _ = exported
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    processor = MetaQAPImageProcessor.from_pretrained(checkpoint)
+    batch = pixel_values([load_image(path) for path in PHOTOS], processor)
+    raw_scores = session.run(["score"], {"pixel_values": batch.numpy()})[0]
+    results = pipeline("image-quality", model=str(checkpoint))([str(path) for path in PHOTOS])
+    np.testing.assert_allclose(raw_scores, [result["raw_score"] for result in results], rtol=0, atol=1e-6)
 
 
 def test_the_file_carries_the_mos_scale_and_the_input_contract(exported, checkpoint):

@@ -12,7 +12,7 @@ from _datasets import write_biq2021_layout, write_own_dataset
 
 from metaqap_hf import MetaQAPModel
 from metaqap_hf.data import prepare_dataset
-from metaqap_hf.hub import lint_card, read_model_card_facts
+from metaqap_hf.cards import lint_card, read_model_card_facts
 from metaqap_hf.metrics import srocc
 from metaqap_hf.training import FrozenRecipe, train_frozen, train_head
 from metaqap_hf.training.stacking import stack_checkpoints

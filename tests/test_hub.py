@@ -26,22 +26,20 @@ from _datasets import write_biq2021_layout
 from hub_server import client_env, loopback_hub, run_hub_client  # noqa: F401  (loopback_hub is a fixture)
 from PIL import Image
 
-from metaqap_hf.hub import (
+from metaqap_hf.cards import (
     CARD_FACTS_NAME,
     CardEvaluation,
-    HubPushError,
     ModelCardFacts,
     add_card_evaluation,
     card_evaluation,
     command_line,
     lint_card,
     model_card_template,
-    push_dataset,
-    push_model,
     read_model_card_facts,
     render_model_card,
     write_model_card,
 )
+from metaqap_hf.hub import HubPushError, push_dataset, push_model
 
 # huggingface_hub's LFS PUT passes a file object as `data=`, which its HTTP client deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

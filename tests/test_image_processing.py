@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from metaqap_hf import ImageLoadError, MetaQAPImageProcessor, MetaQAPImageProcessorPil, load_image
-from metaqap_hf.image_processing_metaqap import reduction_factors
+from metaqap_hf.image_utils import reduction_factors
 
 from _images import random_photo
 

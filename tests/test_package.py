@@ -9,7 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metaqap_hf"
 # The core files and what they must never import: the model knows nothing of training, data, the hub or the CLI.
-CORE = ("configuration_metaqap", "modeling_metaqap", "image_processing_metaqap", "pipeline_image_quality", "losses")
+CORE = ("configuration_metaqap", "modeling_metaqap", "image_processing_metaqap", "image_utils", "pipeline_image_quality",
+        "losses", "deprecation")
 NOT_FOR_CORE = ("training", "pretraining", "data", "hub", "scoring", "evaluation", "factory", "weights", "files")
 
 
@@ -61,3 +62,27 @@ def test_no_two_rooms_import_each_other():
     for room, imported in rooms.items():
         for other in imported - {room}:
             assert room not in rooms.get(other, set()), f"{room} and {other} import each other"
+
+
+def test_no_module_imports_names_from_the_package_root():
+    """`metaqap_hf/__init__.py` sits on the top floor: a module below may import sibling modules through it
+    (`from .. import devices`), never the names it defines (the default model's path has its own module)."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "__init__.py" and path.parent == PACKAGE:
+            continue
+        package = ".".join(("metaqap_hf", *path.relative_to(PACKAGE).parent.parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level and not node.module:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                if base == "metaqap_hf":
+                    for alias in node.names:
+                        assert (PACKAGE / f"{alias.name}.py").is_file() or (PACKAGE / alias.name).is_dir(), (
+                            f"{path} imports {alias.name} from the package root")
+
+
+def test_the_change_list_is_this_versions():
+    import metaqap_hf
+
+    major_minor = ".".join(metaqap_hf.__version__.split(".")[:2])
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    assert f"## Changes in {major_minor} " in readme

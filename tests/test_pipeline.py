@@ -143,10 +143,10 @@ def test_url_failures_name_the_url_and_the_problem(scorer, web_server):
 
 
 def test_a_url_body_over_the_limit_is_not_read(scorer, web_server, monkeypatch):
-    import metaqap_hf.pipeline_image_quality as pipeline_module
+    import metaqap_hf.image_utils as image_utils
 
     base_url, path = web_server
-    monkeypatch.setattr(pipeline_module, "MAX_ENCODED_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(image_utils, "MAX_ENCODED_BYTES", path.stat().st_size - 1)
     with pytest.raises(ImageLoadError, match=rf"/photo.png: larger than {path.stat().st_size - 1} bytes, not read$"):
         scorer(f"{base_url}/photo.png")
 

@@ -17,7 +17,7 @@ from _datasets import write_biq2021_layout
 
 from metaqap_hf.factory import create_model
 from metaqap_hf.pretraining import DistortedStream, PseudoMOSLabeler, export_shards, find_images
-from metaqap_hf.training import prepare_finetuning
+from metaqap_hf.training import FinetuningOptions, prepare_finetuning
 from metaqap_hf.pretraining.stage import (
     PRETRAINING_MODEL_OPTIONS,
     StreamSamples,
@@ -191,7 +191,8 @@ def test_pretraining_content_then_fine_tuning_from_its_backbones(pristine_dir, t
 
     # The fine-tuning model starts from the pretrained backbones (heads fresh); the command trains from there.
     saved = load_file(final / "model.safetensors")
-    setup = prepare_finetuning("biq2021", data_dir=biq, backbones="tiny", backbones_from=final, image_size=64)
+    setup = prepare_finetuning("biq2021", FinetuningOptions(data_dir=biq, backbones="tiny", backbones_from=final,
+                                                            image_size=64))
     for index in range(2):
         state = setup.model.backbones[index].state_dict()
         assert all(torch.equal(value, saved[f"backbones.{index}.{key}"]) for key, value in state.items())

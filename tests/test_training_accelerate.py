@@ -16,7 +16,7 @@ from _training import (  # noqa: F401  (reset_accelerate_state is a fixture)
 )
 
 from metaqap_hf import MetaQAPModel
-from metaqap_hf.hub import lint_card, read_model_card_facts
+from metaqap_hf.cards import lint_card, read_model_card_facts
 from metaqap_hf.training import (
     AccelerateTrainingArguments,
     QualityAugmentation,

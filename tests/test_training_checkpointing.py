@@ -7,7 +7,7 @@ import torch
 from _training import reset_accelerate_state, tiny_model  # noqa: F401  (fixture)
 from accelerate import Accelerator
 
-from metaqap_hf.training.checkpointing import atomic_directory, latest_checkpoint, list_checkpoints, save_checkpoint
+from metaqap_hf.training.checkpointing import atomic_directory, latest_checkpoint, list_checkpoints, save_training_state
 from metaqap_hf.training.loop import MetricsLog, read_metrics_log
 
 pytestmark = pytest.mark.usefixtures("reset_accelerate_state")
@@ -28,7 +28,7 @@ class _Killed(BaseException):
 def test_a_save_interrupted_before_its_rename_is_never_picked_up(tmp_path):
     accelerator, model, _ = _prepared()
     root = tmp_path / "checkpoints"
-    first = save_checkpoint(accelerator, root, step=1)
+    first = save_training_state(accelerator, root, step=1)
     saved_weights = {name: value.clone() for name, value in model.state_dict().items()}
 
     real_save_state = accelerator.save_state
@@ -41,7 +41,7 @@ def test_a_save_interrupted_before_its_rename_is_never_picked_up(tmp_path):
         model.heads[0].mlp.bias.add_(1.0)
     accelerator.save_state = save_then_die
     with pytest.raises(_Killed):
-        save_checkpoint(accelerator, root, step=2)
+        save_training_state(accelerator, root, step=2)
     accelerator.save_state = real_save_state
     assert (root / ".tmp-checkpoint-00000002").is_dir()
     assert latest_checkpoint(root) == first and list_checkpoints(root) == [first]
@@ -52,7 +52,7 @@ def test_a_save_interrupted_before_its_rename_is_never_picked_up(tmp_path):
     for name, value in model.state_dict().items():
         assert torch.equal(value, saved_weights[name]), name
 
-    third = save_checkpoint(accelerator, root, step=3)
+    third = save_training_state(accelerator, root, step=3)
     assert sorted(path.name for path in root.iterdir()) == ["checkpoint-00000001", "checkpoint-00000003"]
     assert latest_checkpoint(root) == third
 
@@ -61,7 +61,7 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     accelerator, _, _ = _prepared()
     root = tmp_path / "checkpoints"
     for step in (2, 4, 6, 10):
-        save_checkpoint(accelerator, root, step=step, keep_last=2)
+        save_training_state(accelerator, root, step=step, keep_last=2)
     assert [path.name for path in list_checkpoints(root)] == ["checkpoint-00000006", "checkpoint-00000010"]
     assert sorted(path.name for path in root.iterdir()) == ["checkpoint-00000006", "checkpoint-00000010"]
 

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from metaqap_hf import load_image  # noqa: E402
+from metaqap_hf.image_utils import load_image, pixel_values  # noqa: E402
 from metaqap_hf.scoring import ImageScorer, ScoredImage  # noqa: E402
 
 # ITU-T P.800's five absolute category ratings, over equal fifths of the MOS scale.
@@ -78,6 +78,11 @@ def decimals(mos_range: tuple[float, float]) -> int:
     return max(0, 3 - int(np.floor(np.log10(mos_range[1] - mos_range[0]))))
 
 
+def score_photos(scorer: ImageScorer, files: list[str]) -> list[ScoredImage]:
+    """The page's scores: `ImageScorer.score_files`, what `metaqap score` runs, so they are the command's."""
+    return list(scorer.score_files([str(f) for f in files], batch_size=8))
+
+
 def region_scores(scorer: ImageScorer, path: str) -> np.ndarray:
     """Scores of a MAP_GRID x MAP_GRID grid of regions of the photo, each scored alone (resized by the processor
     like a whole photo), as a (MAP_GRID, MAP_GRID) array."""
@@ -86,7 +91,7 @@ def region_scores(scorer: ImageScorer, path: str) -> np.ndarray:
     columns = np.linspace(0, image.width, MAP_GRID + 1).astype(int)
     regions = [image.crop((columns[c], rows[r], columns[c + 1], rows[r + 1]))
                for r in range(MAP_GRID) for c in range(MAP_GRID)]
-    pixels = scorer.processor(images=regions, return_tensors="pt")["pixel_values"].to(scorer.device)
+    pixels = pixel_values(regions, scorer.processor).to(scorer.device)
     with torch.inference_mode():
         scores = scorer.model(pixel_values=pixels).score.float().cpu().numpy()
     return scores.reshape(MAP_GRID, MAP_GRID)
@@ -187,7 +192,7 @@ def build_demo(model: str | os.PathLike | None = None) -> gr.Blocks:
         if not files:
             return "", None, gr.update(value=None, visible=False)
         cards, pictures, rows = [], [], []
-        for item in scorer.score_files([str(f) for f in files], batch_size=8):
+        for item in score_photos(scorer, files):
             cards.append(score_card(item, mos_range))
             if not item.ok:
                 continue

@@ -9,7 +9,7 @@ library's own defaults and calls the library. One module per command group:
     evaluate.py     evaluate                            metaqap_hf.evaluation
     weights.py      weights fetch | list                metaqap_hf.weights
     data.py         data prepare | push                 metaqap_hf.data, metaqap_hf.hub
-    hub.py          push, card lint                     metaqap_hf.hub
+    hub.py          push, card lint | render            metaqap_hf.hub, metaqap_hf.cards
     distortions.py  distortions contact-sheet           metaqap_hf.pretraining
 
 Errors a user can act on are printed as one `error: ...` line with a non-zero exit status, never as a traceback
@@ -22,7 +22,9 @@ transformers, which imports torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import inspect
 import os
 import signal
 import sys
@@ -72,6 +74,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def library_defaults(callable_or_dataclass) -> dict:
+    """The defaults of a library function's keyword parameters, or of a dataclass's fields: every default a command
+    shows is read from the library, so the two never disagree."""
+    if dataclasses.is_dataclass(callable_or_dataclass):
+        return {field.name: field.default for field in dataclasses.fields(callable_or_dataclass)
+                if field.default is not dataclasses.MISSING}
+    return {name: parameter.default for name, parameter in inspect.signature(callable_or_dataclass).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
 
 
 def command_parser(command: str, description: str) -> argparse.ArgumentParser:

@@ -5,17 +5,14 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 
 from metaqap_hf.data import DATASETS, load_dataset_source, prepare_dataset
 from metaqap_hf.hub import push_dataset
 
-from . import EXIT_OK, HelpFormatter, command_parser
+from . import EXIT_OK, HelpFormatter, command_parser, library_defaults
 from .hub import add_hub_options
 
-SOURCE_DEFAULTS = {name: parameter.default for name, parameter in
-                   inspect.signature(load_dataset_source).parameters.items()
-                   if parameter.default is not inspect.Parameter.empty}
+SOURCE_DEFAULTS = library_defaults(load_dataset_source)
 
 
 def add_dataset_options(parser: argparse.ArgumentParser, validation_help: str) -> None:

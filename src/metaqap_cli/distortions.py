@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 
 from metaqap_hf.pretraining import make_contact_sheet
 
-from . import EXIT_OK, HelpFormatter, command_parser
+from . import EXIT_OK, HelpFormatter, command_parser, library_defaults
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
-    defaults = {name: parameter.default for name, parameter in
-                inspect.signature(make_contact_sheet).parameters.items()
-                if parameter.default is not inspect.Parameter.empty}
+    defaults = library_defaults(make_contact_sheet)
     parser = command_parser(command, "The synthetic distortions of quality-aware pretraining.")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     sheet = actions.add_parser(

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 
 from metaqap_hf.devices import DTYPE_CHOICES
 from metaqap_hf.evaluation import ALL_SPLITS, evaluate_checkpoint
 
-from . import EXIT_OK, command_parser
+from . import EXIT_OK, command_parser, library_defaults
 from .data import add_dataset_options, dataset_options
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
-    defaults = {name: parameter.default for name, parameter in
-                inspect.signature(evaluate_checkpoint).parameters.items()
-                if parameter.default is not inspect.Parameter.empty}
+    defaults = library_defaults(evaluate_checkpoint)
     parser = command_parser(
         command,
         "Score one split of a dataset (a benchmark, your own table, a prepared folder, a hub dataset) with "

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 from metaqap_hf.export import INPUT_NAME, MIN_OPSET, OUTPUT_NAMES, OnnxParityError, export_onnx
 
-from . import EXIT_FAILED, EXIT_OK, HelpFormatter, command_parser
+from . import EXIT_FAILED, EXIT_OK, HelpFormatter, command_parser, library_defaults
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
-    defaults = {name: parameter.default for name, parameter in inspect.signature(export_onnx).parameters.items()
-                if parameter.default is not inspect.Parameter.empty}
+    defaults = library_defaults(export_onnx)
     parser = command_parser(command, "Export a checkpoint for other runtimes.")
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     onnx = formats.add_parser(

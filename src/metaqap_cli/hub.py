@@ -1,10 +1,12 @@
-"""`metaqap push` and `metaqap card lint`: the command lines of `metaqap_hf.hub`."""
+"""`metaqap push`, `metaqap card lint` and `metaqap card render`: the command lines of `metaqap_hf.hub` and
+`metaqap_hf.cards`."""
 
 from __future__ import annotations
 
 import argparse
 
-from metaqap_hf.hub import lint_card, push_model, write_model_card
+from metaqap_hf.cards import lint_card, write_model_card
+from metaqap_hf.hub import push_model
 
 from . import EXIT_OK, EXIT_SKIPPED, HelpFormatter, command_parser
 
@@ -42,7 +44,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                     "checkpoint the training commands make): for the other push mode, or another repo id. A card "
                     "written or edited by hand is kept unless --overwrite. Prints the card's path and lints it; "
                     "exit status 1 when it has problems. "
-                    "Python: metaqap_hf.hub.write_model_card(CHECKPOINT, repo_id=..., remote_code=...).",
+                    "Python: metaqap_hf.cards.write_model_card(CHECKPOINT, repo_id=..., remote_code=...).",
     )
     render.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder with its model_card.json")
     render.add_argument("--remote-code", action="store_true",
@@ -55,7 +57,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         "lint", help="report what makes model cards unfit to publish", formatter_class=HelpFormatter,
         description="Check model cards: metadata and model-index parse, evaluation results, licence, required "
                     "sections, leftover template markup, linked images. Prints each problem, or `PATH: ok`; exit "
-                    "status 1 when any card has problems. Python: metaqap_hf.hub.lint_card(PATH).",
+                    "status 1 when any card has problems. Python: metaqap_hf.cards.lint_card(PATH).",
     )
     lint.add_argument("paths", nargs="+", metavar="PATH", help="model card files (README.md)")
     lint.set_defaults(func=run_lint)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 from tqdm.auto import tqdm
 
+from metaqap_hf.devices import DTYPE_CHOICES
+from metaqap_hf.onnx_runtime import RUNTIMES
 from metaqap_hf.scoring import (
     FORMATS,
     ImageInputs,
@@ -19,12 +20,18 @@ from metaqap_hf.scoring import (
     score_to_output,
 )
 from metaqap_hf.scoring.options import MAX_BATCH_SIZE, MAX_NUM_WORKERS
-from metaqap_hf.devices import DTYPE_CHOICES
-from metaqap_hf.onnx_runtime import RUNTIMES
 
-from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOTHING_SCORED, EXIT_OK, EXIT_SKIPPED, command_parser
+from . import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING_SCORED,
+    EXIT_OK,
+    EXIT_SKIPPED,
+    command_parser,
+    library_defaults,
+)
 
-DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(score_to_output).parameters.items()}
+DEFAULTS = library_defaults(score_to_output)
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:

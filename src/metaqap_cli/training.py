@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import json
 import os
 from dataclasses import asdict
@@ -17,26 +15,21 @@ from metaqap_hf.losses import LOSSES
 from metaqap_hf.pretraining.stage import pretrain
 from metaqap_hf.training import (
     AccelerateTrainingArguments,
+    FinetuningOptions,
     FrozenRecipe,
     finetune,
-    prepare_finetuning,
     stack_checkpoints,
     train_frozen,
 )
 
-from . import EXIT_OK, command_parser
+from . import EXIT_OK, command_parser, library_defaults
 from .data import add_dataset_options, dataset_options
 
-LOOP = {field.name: field.default for field in dataclasses.fields(AccelerateTrainingArguments)}
-FROZEN = {field.name: field.default for field in dataclasses.fields(FrozenRecipe)}
+LOOP = library_defaults(AccelerateTrainingArguments)
+FROZEN = library_defaults(FrozenRecipe)
 # The precision of training and feature extraction, named as everywhere else in the command line.
 MIXED_PRECISION = {"bfloat16": "bf16", "float32": "no"}
 DTYPE_OF_MIXED_PRECISION = {value: key for key, value in MIXED_PRECISION.items()}
-
-
-def _defaults(function) -> dict:
-    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
-            if parameter.default is not inspect.Parameter.empty}
 
 
 def _weight_source(text: str) -> tuple[str, str]:
@@ -76,7 +69,7 @@ def _add_loop_options(group) -> None:
 
 # ------------------------------------------------------------------------------------------------- train
 def _train_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(prepare_finetuning)
+    defaults = library_defaults(FinetuningOptions)
     parser = command_parser(
         command,
         "Fine-tune the base models of a fresh MetaQAP model on a dataset's train split with the Accelerate loop "
@@ -85,7 +78,8 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
         "final/ (each with its model card, README.md), checkpoints/, metrics.jsonl, training_result.json; prints "
         "the result. Several processes: on GPUs `accelerate launch --num_processes N -m metaqap_hf train ...`, on "
         "CPUs `accelerate launch --multi_gpu --num_processes N -m metaqap_hf train ...`. "
-        "Python: metaqap_hf.training.finetune(DATASET, OUTPUT_DIR, ...).",
+        "Python: metaqap_hf.training.finetune(DATASET, AccelerateTrainingArguments(OUTPUT_DIR, ...), "
+        "FinetuningOptions(...)).",
     )
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="run folder (rerun to resume)")
     add_dataset_options(parser, "share of the training images held out for model selection, when the dataset "
@@ -125,17 +119,20 @@ def _train_parser(command: str) -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    result = finetune(
-        args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
-        pretrained=not args.random_init, weight_sources=dict(args.weights), backbones_from=args.backbones_from,
-        loss=args.loss, image_size=args.image_size, train_limit=args.train_limit,
-        validation_limit=args.validation_limit,
+    options = FinetuningOptions(
+        **dataset_options(args), backbones=args.backbones, pretrained=not args.random_init,
+        weight_sources=dict(args.weights), backbones_from=args.backbones_from, loss=args.loss,
+        image_size=args.image_size, train_limit=args.train_limit, validation_limit=args.validation_limit,
         cache=not args.no_cache, cache_dir=args.cache_dir, num_workers=args.num_workers, seed=args.seed,
-        num_epochs=args.epochs, max_steps=args.max_steps, per_device_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, head_learning_rate=args.head_lr,
-        mixed_precision=MIXED_PRECISION[args.dtype], train_backbones=not args.freeze_backbones,
-        save_every_steps=args.save_every, eval_every_steps=args.eval_every, early_stopping_patience=args.patience,
     )
+    loop = AccelerateTrainingArguments(
+        args.output_dir, seed=args.seed, num_workers=args.num_workers, num_epochs=args.epochs,
+        max_steps=args.max_steps, per_device_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, head_learning_rate=args.head_lr, mixed_precision=MIXED_PRECISION[args.dtype],
+        train_backbones=not args.freeze_backbones, save_every_steps=args.save_every, eval_every_steps=args.eval_every,
+        early_stopping_patience=args.patience,
+    )
+    result = finetune(args.dataset, loop, options)
     if int(os.environ.get("RANK", "0")) == 0:  # launched as several processes, one of them reports
         print(json.dumps(asdict(result), indent=2))
     return EXIT_OK
@@ -143,7 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ train-frozen
 def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(train_frozen)
+    defaults = library_defaults(train_frozen)
     parser = command_parser(
         command,
         "Train the default model's recipe on any dataset on a CPU (it reproduces metaqap-lite-biq2021 from the raw "
@@ -205,7 +202,7 @@ def run_train_frozen(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- stack
 def _stack_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(stack_checkpoints)
+    defaults = library_defaults(stack_checkpoints)
     parser = command_parser(
         command,
         "Combine trained MetaQAP checkpoints into one model and fit the meta-learner on their predictions for the "
@@ -234,25 +231,8 @@ def run_stack(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- pretrain
-def _training_image_files(dataset: str, data_dir: str | None, mos_range) -> list[str]:
-    """The image files of a dataset's train and validation splits (pretraining content: the test split is never
-    read). Pretraining decodes files, so images embedded in parquet are refused with the reason."""
-    from metaqap_hf.data import image_column, load_dataset_source
-
-    source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=0.0)
-    files = []
-    for split in ("train", "validation"):
-        for item in image_column(source.dataset[split]) if split in source.dataset else ():
-            path = item.get("path") if isinstance(item, dict) else str(item)
-            if isinstance(item, dict) and item.get("bytes") or not path:
-                raise ValueError(f"{source.describe()}: its images are embedded in the dataset, and pretraining "
-                                 "reads image files; give their folder with --pristine-dir instead")
-            files.append(path)
-    return files
-
-
 def _pretrain_parser(command: str) -> argparse.ArgumentParser:
-    defaults = _defaults(pretrain)
+    defaults = library_defaults(pretrain)
     parser = command_parser(
         command,
         "Train a fresh MetaQAP model's backbones and heads (ImageNet start) on pseudo-MOS: random crops of the "
@@ -297,6 +277,7 @@ def _pretrain_parser(command: str) -> argparse.ArgumentParser:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from metaqap_hf.pretraining.content import training_image_files
     from metaqap_hf.scoring.inputs import iter_path_list
 
     content = list(args.pristine_dir)
@@ -304,7 +285,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         with open(listing, "rb") as stream:
             content.extend(iter_path_list(stream))
     if args.content_dataset is not None:
-        content.extend(_training_image_files(args.content_dataset, args.data_dir, args.mos_range))
+        content.extend(training_image_files(args.content_dataset, args.data_dir, mos_range=args.mos_range))
     if args.shards is not None and content:
         raise ValueError("--shards replaces --pristine-dir and --files-from: give one or the other")
     if args.shards is None and not content:

@@ -3,8 +3,9 @@
 `import metaqap_hf` registers the model with `AutoConfig`, `AutoModel`, `AutoImageProcessor` and the
 `pipeline("image-quality")` task. Where each step of scoring lives:
 
-    image file / PIL / array
-      -> image_processing_metaqap.MetaQAPImageProcessor  (decode, orientation, RGB, resize to 512x512, [0, 1])
+    image file / bytes / URL / PIL / array / tensor
+      -> image_utils                                      (decode, orientation, RGB; then the processor's resize
+                                                           to 512x512 and rescale to [0, 1]: pixel_values)
       -> modeling_metaqap.MetaQAPModel                    (per-backbone resize + normalisation -> backbones
                                                            -> pooled features -> heads -> meta-learner -> score)
       -> pipeline_image_quality.ImageQualityPipeline      (batching, devices, plain-Python results)
@@ -16,28 +17,19 @@
 Training, data, evaluation and hub code are imported only when used (`metaqap_hf.training`, `.data`, ...).
 """
 
-from pathlib import Path
-
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_metaqap import LITE_BACKBONES, MetaQAPConfig
-from .image_processing_metaqap import (
-    ImageLoadError,
-    MetaQAPImageProcessor,
-    MetaQAPImageProcessorPil,
-    load_image,
-)
+from .default_model import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
+from .image_processing_metaqap import MetaQAPImageProcessor, MetaQAPImageProcessorPil
+from .image_utils import ImageLoadError, load_image
 from .modeling_metaqap import ImageQualityOutput, MetaQAPModel, MetaQAPPreTrainedModel
 from .pipeline_image_quality import ImageQualityPipeline
 from .quality_loss import QualityLoss
 from .remote_code import export_remote_code
 
-__version__ = "0.1.0"
-
-DEFAULT_MODEL_NAME = "metaqap-lite-biq2021"
-# The default model ships inside the package, so scoring works offline right after `pip install`.
-DEFAULT_MODEL_PATH = Path(__file__).parent / "checkpoints" / DEFAULT_MODEL_NAME
+__version__ = "0.2.0"  # the one place: setup.cfg reads it
 
 __all__ = [
     "DEFAULT_MODEL_NAME",

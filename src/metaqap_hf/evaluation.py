@@ -18,24 +18,95 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from datasets import concatenate_datasets
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from .cards import add_card_evaluation, card_evaluation, card_is_rendered, read_model_card_facts
 from .data import DatasetSource, load_dataset_source
+from .data.images import DecodedImages, image_column
 from .data.splits import VALIDATION_FRACTION
 from .devices import resolve_device, resolve_dtype
-from .hub import add_card_evaluation, card_evaluation, card_is_rendered, read_model_card_facts
 from .image_processing_metaqap import MetaQAPImageProcessor
-from .metrics import compute_iqa_metrics, srocc
+from .image_utils import rescale_pixels
+from .metrics import ablation_metrics, compute_iqa_metrics, srocc
 from .modeling_metaqap import MetaQAPModel
-from .training.data import QualityDataCollator, quality_dataset
-from .training.loop import Predictions, predict
 
-__all__ = ["evaluate_checkpoint"]
+__all__ = ["LabelledBatches", "Predictions", "evaluate_checkpoint", "predict"]
 
 ALL_SPLITS = "all"
 _PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+
+
+@dataclass
+class Predictions:
+    """One pass over a labelled dataset: scores (N,), base scores (N, num_backbones), labels (N,), all on the
+    checkpoint's MOS scale, and the loss averaged over images (correlation terms are per batch)."""
+
+    scores: np.ndarray
+    base_scores: np.ndarray
+    labels: np.ndarray
+    loss: float
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataloader, accelerator=None, *, progress: bool = True) -> Predictions:
+    """Run `model` in eval mode over `dataloader` (batches of `pixel_values` and `labels`).
+
+    With an `accelerate.Accelerator` (and a dataloader it prepared), predictions from every process are gathered
+    with the padding of the last batch removed; without one, batches are moved to the model's device.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    scores, base_scores, labels, losses, counts = [], [], [], [], []
+    show = progress and (accelerator is None or accelerator.is_local_main_process)
+    for batch in tqdm(dataloader, desc="evaluating", unit="batch", disable=not show, leave=False):
+        if accelerator is None:
+            batch = {key: value.to(device) for key, value in batch.items()}
+        output = model(**batch)
+        batch_scores, batch_bases, batch_labels = output.score.float(), output.base_scores.float(), batch["labels"]
+        batch_loss = output.loss.detach().float().reshape(1) * len(batch_labels)
+        batch_count = torch.tensor([len(batch_labels)], device=batch_loss.device, dtype=torch.float32)
+        if accelerator is not None:
+            batch_scores, batch_bases, batch_labels = accelerator.gather_for_metrics(
+                (batch_scores, batch_bases, batch_labels))
+            batch_loss, batch_count = accelerator.gather((batch_loss, batch_count))
+        scores.append(batch_scores.cpu())
+        base_scores.append(batch_bases.cpu())
+        labels.append(batch_labels.float().cpu())
+        losses.append(batch_loss.sum().cpu())
+        counts.append(batch_count.sum().cpu())
+    loss = float(torch.stack(losses).sum() / torch.stack(counts).sum())
+    return Predictions(torch.cat(scores).numpy(), torch.cat(base_scores).numpy(), torch.cat(labels).numpy(), loss)
+
+
+class LabelledBatches:
+    """Batches of `pixel_values` and `labels` over a datasets split with an ``image`` column and `label_column`,
+    read through the inference path (`DecodedImages`: `load_dataset_image` + `resize_pixels`, then
+    `rescale_pixels`), no augmentation and no cache (each image is read once); `num_workers` processes decode."""
+
+    def __init__(self, split, image_processor, *, label_column: str = "mos", batch_size: int = 16,
+                 num_workers: int = 0):
+        if label_column not in split.column_names:
+            raise ValueError(f"the split has no label column {label_column!r}; its columns are {split.column_names}")
+        self.labels = torch.tensor(np.asarray(split[label_column][:], dtype=np.float32))
+        self.image_processor = image_processor
+        self.loader = DataLoader(DecodedImages(image_column(split), image_processor), batch_size=batch_size,
+                                 num_workers=num_workers, collate_fn=torch.stack)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        start = 0
+        for pixels in self.loader:
+            yield {"pixel_values": rescale_pixels(pixels, self.image_processor),
+                   "labels": self.labels[start:start + len(pixels)]}
+            start += len(pixels)
 
 
 def evaluate_checkpoint(
@@ -65,9 +136,9 @@ def evaluate_checkpoint(
     one, else ``all``. Images go through the inference path (`load_image` + the checkpoint's image processor, no
     augmentation), under bfloat16 autocast when `dtype` is bfloat16 (``"auto"``: on GPUs and on CPUs that compute it
     natively, else float32; `metaqap_hf.devices.resolve_dtype`). `limit` keeps the first N images; `device`
-    defaults to CUDA when available. Writes to `output_dir`: ``metrics.json`` (the returned report:
-    `compute_iqa_metrics` plus each base model's SROCC as ``srocc_<backbone id>``), ``predictions.csv`` (image,
-    MOS, score, base scores) and, with `plot`, ``scatter.png`` (predicted score against MOS; needs matplotlib, the
+    defaults to CUDA when available (`metaqap_hf.devices.resolve_device`). Writes to `output_dir`:
+    ``metrics.json`` (the returned report: `compute_iqa_metrics` plus each base model's SROCC as
+    ``srocc_<backbone id>``), ``predictions.csv`` (image, MOS, score, base scores) and, with `plot`, ``scatter.png`` (predicted score against MOS; needs matplotlib, the
     ``plots`` extra). With `add_to_card`, the figures also go into the checkpoint's model card (its
     ``model_card.json`` and README.md), replacing an earlier row of the same dataset and split.
     """
@@ -92,19 +163,14 @@ def evaluate_checkpoint(
 
     model = MetaQAPModel.from_pretrained(checkpoint).eval().to(device)
     processor = MetaQAPImageProcessor.from_pretrained(checkpoint)
-    loader = DataLoader(quality_dataset(images, processor, cache=False),  # each image is read once: nothing to cache
-                        batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=QualityDataCollator(processor.rescale_factor))
+    batches = LabelledBatches(images, processor, batch_size=batch_size, num_workers=num_workers)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=compute_dtype == torch.bfloat16):
-        predictions = predict(model, loader)
+        predictions = predict(model, batches)
 
     metrics = compute_iqa_metrics(predictions.scores, predictions.labels)
     for column, backbone_id in enumerate(model.config.backbone_ids):
         metrics[f"srocc_{backbone_id}"] = srocc(predictions.base_scores[:, column], predictions.labels)
-    # the ablations: each base model alone, and their plain average instead of the meta-learner
-    ablations = {backbone_id: compute_iqa_metrics(predictions.base_scores[:, column], predictions.labels)
-                 for column, backbone_id in enumerate(model.config.backbone_ids)}
-    ablations["mean of base models"] = compute_iqa_metrics(predictions.base_scores.mean(1), predictions.labels)
+    ablations = ablation_metrics(predictions.base_scores, predictions.labels, model.config.backbone_ids)
     report = {"checkpoint": str(checkpoint), "dataset": source.dataset_id, "dataset_origin": source.origin,
               "split": split, "checkpoint_mos_range": model.config.mos_range,
               "dataset_mos_range": list(source.mos_range), "precision": _PRECISION_NAMES[compute_dtype],

@@ -25,7 +25,8 @@ from .configuration_metaqap import LITE_BACKBONES, MetaQAPConfig
 from .modeling_metaqap import MetaQAPModel
 from .weights import load_pretrained_backbones
 
-__all__ = ["BACKBONE_PRESETS", "TINY_BACKBONES", "backbone_specs", "create_model", "load_backbones_from_checkpoint"]
+__all__ = ["BACKBONE_PRESETS", "TINY_BACKBONES", "backbone_specs", "create_model", "load_backbones_from_checkpoint",
+           "load_checked_state"]
 
 # timm's random `test_*` models: a whole run in seconds on a CPU, for CI and smoke tests. No ImageNet weights exist.
 TINY_BACKBONES = (
@@ -104,15 +105,21 @@ def load_backbones_from_checkpoint(
             continue
         prefix = f"backbones.{saved_names.index(name)}."
         source = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-        target = model.backbones[index].state_dict()
-        if source.keys() != target.keys():
-            missing, extra = sorted(target.keys() - source.keys()), sorted(source.keys() - target.keys())
-            raise ValueError(f"{weights_file}: backbone {name!r} does not fit: missing {missing[:5]} "
-                             f"({len(missing)} in all), unexpected {extra[:5]} ({len(extra)} in all)")
-        wrong = [f"{key} {tuple(target[key].shape)} <- {tuple(value.shape)}"
-                 for key, value in source.items() if value.shape != target[key].shape]
-        if wrong:
-            raise ValueError(f"{weights_file}: backbone {name!r} has tensors of the wrong shape: {wrong[:5]}")
-        model.backbones[index].load_state_dict(source)
+        load_checked_state(model.backbones[index], source, f"{weights_file}: backbone {name!r}")
         loaded.append(name)
     return loaded
+
+
+def load_checked_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
+    """Load `state` into `module` once every tensor is known to match in name and shape; a `ValueError` names
+    `name` (where the weights come from) and the first mismatches otherwise."""
+    target = module.state_dict()
+    if state.keys() != target.keys():
+        missing, extra = sorted(target.keys() - state.keys()), sorted(state.keys() - target.keys())
+        raise ValueError(f"{name} does not fit: missing {missing[:5]} ({len(missing)} in all), unexpected "
+                         f"{extra[:5]} ({len(extra)} in all)")
+    wrong = [f"{key} {tuple(target[key].shape)} <- {tuple(value.shape)}"
+             for key, value in state.items() if value.shape != target[key].shape]
+    if wrong:
+        raise ValueError(f"{name} has tensors of the wrong shape: {wrong[:5]}")
+    module.load_state_dict(state)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EVALUATE_MODULE_PATH",
     "LogisticFit",
+    "MEAN_OF_BASES",
+    "ablation_metrics",
     "compute_iqa_metrics",
     "compute_metrics",
     "ensemble_metrics",
@@ -290,3 +292,18 @@ def ensemble_metrics(
     for column, backbone_id in enumerate(backbone_ids):
         metrics[f"srocc_{backbone_id}"] = srocc(base_scores[:, column], labels)
     return metrics
+
+
+MEAN_OF_BASES = "mean of base models"
+
+
+def ablation_metrics(
+    base_scores: np.ndarray, labels: Scores, backbone_ids: Sequence[str]
+) -> dict[str, dict[str, float | int | bool]]:
+    """The ensemble's ablations: `compute_iqa_metrics` of each base model alone (by backbone id) and of the plain
+    average of the base scores (N, num_backbones) in place of the meta-learner (`MEAN_OF_BASES`)."""
+    base_scores = np.asarray(base_scores)
+    ablations = {backbone_id: compute_iqa_metrics(base_scores[:, column], labels)
+                 for column, backbone_id in enumerate(backbone_ids)}
+    ablations[MEAN_OF_BASES] = compute_iqa_metrics(base_scores.mean(1), labels)
+    return ablations

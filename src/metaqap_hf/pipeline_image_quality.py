@@ -8,34 +8,21 @@ meta-learner can predict a little past the ends of the checkpoint's MOS scale fo
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import math
-import os
-import re
-import urllib.error
-import urllib.request
 from typing import Any
 
-import torch
-from PIL import Image
 from transformers import Pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
-from .image_processing_metaqap import (
-    MAX_ENCODED_BYTES,
-    ImageLoadError,
-    load_image,
-    processor_input_size,
-    to_rgb_image,
-)
+from .deprecation import moved_names
+from .image_utils import processor_input_size, rescale_pixels, resize_pixels
+from .image_utils import to_pil_image as _to_pil_image  # private here: the public name warns (moved, below)
 from .onnx_runtime import OnnxRuntimeModel, resolve_runtime
 
-__all__ = ["ImageQualityPipeline", "fetch_image_bytes", "quality_results", "to_pil_image"]
+__all__ = ["ImageQualityPipeline", "quality_results"]
 
-_BASE64 = re.compile(r"[A-Za-z0-9+/\s]+={0,2}\s*")
-_MIN_BASE64_LENGTH = 32  # shorter strings are taken as (missing) file names, never as image data
+# Moved to image_utils in 0.2.0.
+__getattr__ = moved_names(__name__, {"fetch_image_bytes": ".image_utils", "to_pil_image": ".image_utils"})
 
 
 def quality_results(output, config) -> list[dict[str, Any]]:
@@ -52,91 +39,6 @@ def quality_results(output, config) -> list[dict[str, Any]]:
             "std": std,
         })
     return results
-
-
-def fetch_image_bytes(url: str, timeout: float | None = None) -> bytes:
-    """The body of an http(s) URL (redirects followed, no time limit unless `timeout` in seconds), with the failure
-    named: an `ImageLoadError` for an HTTP error status, a timeout, a refused connection or a body over
-    `MAX_ENCODED_BYTES`. The standard library's client: the HTTP library under huggingface_hub changes between its
-    major versions, and a URL needs nothing more."""
-    try:
-        body = bytearray()
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                body += chunk
-                if len(body) > MAX_ENCODED_BYTES:
-                    raise ImageLoadError(url, f"larger than {MAX_ENCODED_BYTES} bytes, not read")
-    except ImageLoadError:
-        raise
-    except urllib.error.HTTPError as error:
-        raise ImageLoadError(url, f"HTTP {error.code} {error.reason}".rstrip()) from None
-    except TimeoutError:
-        raise ImageLoadError(url, f"no answer within the timeout ({timeout} s)") from None
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            raise ImageLoadError(url, f"no answer within the timeout ({timeout} s)") from None
-        raise ImageLoadError(url, f"could not fetch it ({type(error.reason).__name__}: {error.reason})") from None
-    except (OSError, ValueError) as error:
-        raise ImageLoadError(url, f"could not fetch it ({type(error).__name__}: {error})") from None
-    return bytes(body)
-
-
-def _decode_base64(text: str, name: str) -> bytes:
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageLoadError(name, "not valid base64 image data") from None
-
-
-def to_pil_image(image: Any, *, timeout: float | None = None, reduce_for: tuple[int, int] | None = None) -> Image.Image:
-    """Any supported input -> 8-bit RGB PIL image.
-
-    Strings are http(s) URLs (fetched with `timeout`), `data:` URIs, file paths, or base64-encoded image files, in
-    this order, as transformers' image pipelines take them; files are decoded with EXIF orientation applied. Also:
-    `os.PathLike`, encoded `bytes`, a dict (a datasets row) read from its `image` key or a datasets image cell
-    `{"bytes", "path"}`, PIL images, numpy arrays and tensors (CHW or HWC; uint8, uint16 or float in [0, 1]).
-    `reduce_for` = (height, width) allows reduced decoding of very large images (see `load_image`).
-    Raises `ImageLoadError` naming the input and the problem.
-    """
-    if isinstance(image, str):
-        if image.startswith(("http://", "https://")):
-            return load_image(fetch_image_bytes(image, timeout), name=image, reduce_for=reduce_for)
-        if image.startswith("data:"):
-            header, comma, payload = image.partition(",")
-            if not comma or not header.endswith(";base64"):
-                raise ImageLoadError(header[:64] or "data:", "a data URI needs ';base64,' and the image data")
-            return load_image(_decode_base64(payload, header), name=header, reduce_for=reduce_for)
-        if (not os.path.lexists(image) and len(image) >= _MIN_BASE64_LENGTH and len(image) % 4 == 0
-                and _BASE64.fullmatch(image)):
-            try:
-                return load_image(base64.b64decode("".join(image.split())), name="<base64 image>",
-                                  reduce_for=reduce_for)
-            except (ImageLoadError, binascii.Error):
-                raise ImageLoadError(image if len(image) < 80 else f"{image[:77]}...",
-                                     "neither an existing file nor base64-encoded image data") from None
-        return load_image(image, reduce_for=reduce_for)
-    if isinstance(image, os.PathLike):
-        return load_image(image, reduce_for=reduce_for)
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return load_image(image, reduce_for=reduce_for)
-    if isinstance(image, dict):
-        if "image" in image:
-            return to_pil_image(image["image"], timeout=timeout, reduce_for=reduce_for)
-        if image.get("bytes") is not None:  # a datasets Image cell read with decode=False
-            return load_image(image["bytes"], name=image.get("path") or "<image bytes>", reduce_for=reduce_for)
-        if image.get("path") is not None:
-            return load_image(image["path"], reduce_for=reduce_for)
-        raise ImageLoadError("<dict>", f"a dict input needs an 'image' key (or 'bytes'/'path'), got {sorted(image)}")
-    if isinstance(image, torch.Tensor):
-        if image.is_meta:
-            raise ImageLoadError("<tensor>", "a tensor on the meta device holds no pixel values")
-        if image.is_complex():
-            raise ImageLoadError("<tensor>", f"unsupported tensor dtype {image.dtype}")
-        image = image.detach().cpu()
-        if image.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16
-            image = image.float()
-        return to_rgb_image(image.numpy(), "<tensor>", reduce_for=reduce_for)
-    return to_rgb_image(image, reduce_for=reduce_for)
 
 
 class ImageQualityPipeline(Pipeline):
@@ -201,12 +103,13 @@ class ImageQualityPipeline(Pipeline):
         return super().__call__(inputs, **kwargs)
 
     def preprocess(self, image, timeout=None):
-        pil_image = to_pil_image(image, timeout=timeout, reduce_for=processor_input_size(self.image_processor))
-        return self.image_processor(images=pil_image, return_tensors="pt")
+        decoded = _to_pil_image(image, timeout=timeout, reduce_for=processor_input_size(self.image_processor))
+        # uint8 until `_forward`, which rescales on the model's device: the steps `ImageScorer` takes, in its order
+        return {"pixel_values": resize_pixels(decoded, self.image_processor)[None]}
 
     def _forward(self, model_inputs):
         model = self.model if self.runtime_model is None else self.runtime_model
-        return model(pixel_values=model_inputs["pixel_values"])
+        return model(pixel_values=rescale_pixels(model_inputs["pixel_values"], self.image_processor))
 
     def postprocess(self, model_outputs):
         return quality_results(model_outputs, self.model.config)[0]

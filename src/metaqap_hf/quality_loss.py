@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.image_utils import PILImageResampling
 
+from .default_model import DEFAULT_MODEL_PATH
 from .image_processing_metaqap import MetaQAPImageProcessor
 from .modeling_metaqap import MetaQAPModel
 
@@ -80,8 +81,6 @@ class QualityLoss(nn.Module):
         if reduction not in REDUCTIONS:
             raise ValueError(f"QualityLoss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if model is None or isinstance(model, (str, os.PathLike)):
-            from . import DEFAULT_MODEL_PATH
-
             path = str(model if model is not None else DEFAULT_MODEL_PATH)
             model = MetaQAPModel.from_pretrained(path)
             image_processor = image_processor or MetaQAPImageProcessor.from_pretrained(path)

@@ -14,6 +14,8 @@ REMOTE_CODE_FILES = (
     "configuration_metaqap.py",
     "modeling_metaqap.py",
     "image_processing_metaqap.py",
+    "image_utils.py",
+    "deprecation.py",
     "pipeline_image_quality.py",
     "losses.py",
 )

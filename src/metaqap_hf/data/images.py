@@ -6,6 +6,7 @@ plain paths) and never a decoded image, so training, evaluation and feature extr
 way, through `load_image`, the decoder inference uses:
 
     split -> `image_column` (undecoded items, fetched lazily) -> `load_dataset_image` (-> `load_image`)
+                                                               -> `DecodedImages` (+ `resize_pixels`: uint8 pixels)
                                                                -> `image_identity` (what a cache is keyed by)
                                                                -> `find_image_problems` (before any training)
 """
@@ -19,15 +20,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Union
 
+import torch
 from PIL import Image as PILImage
+from torch.utils.data import Dataset
 
-from ..image_processing_metaqap import ImageLoadError, load_image
+from ..deprecation import moved_names
+from ..image_utils import ImageLoadError, load_image, resize_pixels
 
-__all__ = ["ImageColumn", "ImageInput", "find_image_problems", "image_column", "image_identity", "image_label",
-           "load_dataset_image"]
+__all__ = ["DatasetImage", "DecodedImages", "ImageColumn", "find_image_problems", "image_column", "image_identity",
+           "image_label", "load_dataset_image"]
 
 # A file path, or one undecoded item of a `datasets.Image` column: {"path": str | None, "bytes": bytes | None}.
-ImageInput = Union[str, os.PathLike, Mapping[str, object]]
+DatasetImage = Union[str, os.PathLike, Mapping[str, object]]
+
+# Renamed in 0.2.0: `metaqap_hf.scoring.ImageInput` is another thing (one input of `metaqap score`).
+__getattr__ = moved_names(__name__, {"ImageInput": ".images:DatasetImage"})
 
 
 class ImageColumn(Sequence):
@@ -56,20 +63,20 @@ def image_column(split) -> ImageColumn:
     return ImageColumn(split)
 
 
-def _parts(image: ImageInput) -> tuple[str | None, bytes | None]:
+def _parts(image: DatasetImage) -> tuple[str | None, bytes | None]:
     if isinstance(image, Mapping):
         path, data = image.get("path"), image.get("bytes")
         return (str(path) if path else None), data
     return str(image), None
 
 
-def image_label(image: ImageInput) -> str:
+def image_label(image: DatasetImage) -> str:
     """How messages name an image: its path (for embedded images, the file name it was stored under)."""
     path, _ = _parts(image)
     return path or "<embedded image without a name>"
 
 
-def load_dataset_image(image: ImageInput) -> PILImage.Image:
+def load_dataset_image(image: DatasetImage) -> PILImage.Image:
     """Decode one image with `load_image`, from its embedded bytes when it has them, else from its file.
 
     Raises `ImageLoadError` naming the image (for embedded bytes, by the name stored with them).
@@ -85,7 +92,23 @@ def load_dataset_image(image: ImageInput) -> PILImage.Image:
         raise ImageLoadError(image_label(image), error.reason) from None
 
 
-def image_identity(image: ImageInput) -> list:
+class DecodedImages(Dataset):
+    """Images decoded on every access: `images[i]` is a uint8 tensor (3, H, W), decoded by `load_dataset_image` and
+    resized by `image_utils.resize_pixels` (not rescaled). `images` are file paths or undecoded items of a datasets
+    ``Image`` column (`image_column`), embedded bytes included. Raises `ImageLoadError` naming a bad image."""
+
+    def __init__(self, images: Sequence[DatasetImage], image_processor):
+        self.images = images
+        self.image_processor = image_processor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return resize_pixels(load_dataset_image(self.images[index]), self.image_processor)
+
+
+def image_identity(image: DatasetImage) -> list:
     """What pixels derived from `image` depend on, for cache keys: a file's resolved path, size and modification
     time (a replaced file gives a new identity), or the SHA-256 of embedded bytes."""
     path, data = _parts(image)
@@ -95,7 +118,7 @@ def image_identity(image: ImageInput) -> list:
     return ["file", str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
-def find_image_problems(images: Iterable[ImageInput]) -> tuple[list[str], list[str]]:
+def find_image_problems(images: Iterable[DatasetImage]) -> tuple[list[str], list[str]]:
     """The images that are missing, and those that cannot be opened (with the reason), checked from their headers
     only: a fraction of a millisecond per image, so a whole dataset is checked before any model is built.
     Returns ``(missing, unreadable)``, each a list of image labels."""

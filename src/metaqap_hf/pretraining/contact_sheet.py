@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
-from ..image_processing_metaqap import load_image_tensor
+from ..image_utils import load_image_tensor
 
 __all__ = ["make_contact_sheet"]
 

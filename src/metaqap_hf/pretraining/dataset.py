@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
 from ..files import walk_files
-from ..image_processing_metaqap import load_image_tensor
+from ..image_utils import load_image_tensor
 from .labels import DEFAULT_METRICS, PseudoMOSLabeler, full_reference_scores
 
 __all__ = ["find_images", "DistortedStream", "export_shards", "ShardDataset"]

@@ -12,11 +12,12 @@ Modules: `inputs` (what can be read), `scorer` (`ImageScorer`: decoding, batchin
 destinations, resume), `run` (`score_to_output`: one run, interrupts, several processes), `options` (`OptionError`).
 """
 
+from ..deprecation import moved_names
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError
 from .output import FORMATS, OutputError, printable_path
 from .run import ScoringInterrupted, ScoringRun, score_to_output
-from .scorer import ImageScorer, ScoredImage, resolve_device
+from .scorer import ImageScorer, ScoredImage
 
 __all__ = [
     "FORMATS",
@@ -29,6 +30,8 @@ __all__ = [
     "ScoringInterrupted",
     "ScoringRun",
     "printable_path",
-    "resolve_device",
     "score_to_output",
 ]
+
+# Moved to metaqap_hf.devices in 0.2.0.
+__getattr__ = moved_names(__name__, {"resolve_device": "..devices"})

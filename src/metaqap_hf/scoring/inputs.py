@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..files import WalkStats, has_image_suffix, iter_files
-from ..image_processing_metaqap import MAX_ENCODED_BYTES
+from ..image_utils import MAX_ENCODED_BYTES
 from .options import OptionError
 
 __all__ = ["TAR_SUFFIXES", "ImageInput", "ImageInputs", "iter_path_list", "iter_tar_shard", "is_tar_shard"]

@@ -21,14 +21,20 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from ..devices import resolve_device, resolve_dtype
-from ..image_processing_metaqap import ImageLoadError, MetaQAPImageProcessor, load_image, processor_input_size
+from .. import devices
+from ..default_model import DEFAULT_MODEL_PATH
+from ..deprecation import moved_names
+from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..image_utils import ImageLoadError, load_image, processor_input_size, rescale_pixels, resize_pixels
 from ..onnx_runtime import OnnxRuntimeModel, resolve_runtime
 from ..pipeline_image_quality import quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
 
-__all__ = ["ImageScorer", "ScoredImage", "resolve_device"]
+__all__ = ["ImageScorer", "ScoredImage"]
+
+# Moved to metaqap_hf.devices in 0.2.0.
+__getattr__ = moved_names(__name__, {"DTYPES": "..devices", "resolve_device": "..devices"})
 
 _WORKER_DIED = "the decoding process died (a crash or out of memory) while decoding this file"
 
@@ -57,7 +63,6 @@ def _looks_like_path(name: str) -> bool:
 def _load_checkpoint(model: str | os.PathLike | None):
     """(name, model, processor) of a MetaQAP checkpoint folder or hub id, or an `OptionError` that says what the
     folder is not."""
-    from .. import DEFAULT_MODEL_PATH
     from ..modeling_metaqap import MetaQAPModel
 
     name = str(model if model is not None else DEFAULT_MODEL_PATH)
@@ -100,11 +105,10 @@ def _load_checkpoint(model: str | os.PathLike | None):
 
 # ----------------------------------------------------------------------------------------------------- decoding
 def prepare_pixels(item: ImageInput, processor, input_size: tuple[int, int] | None) -> torch.Tensor:
-    """Decode one input and resize it with the processor, stopping before its rescale: a uint8 (3, H, W) tensor
-    (a quarter of the float's size to move between processes and devices). `_score_batch` applies the processor's
-    own rescale, so the values are those `pipeline(...)` computes."""
-    image = load_image(item.source, reduce_for=input_size, name=item.key)
-    return processor(images=image, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"][0]
+    """Decode one input and resize it (`image_utils.resize_pixels`): a uint8 (3, H, W) tensor, a quarter of the
+    float's size to move between processes and devices. `_score_batch` rescales (`image_utils.rescale_pixels`):
+    the steps `pipeline(...)` takes, so the values are the same."""
+    return resize_pixels(load_image(item.source, reduce_for=input_size, name=item.key), processor)
 
 
 _worker_state: tuple = ()
@@ -214,9 +218,9 @@ class ImageScorer:
 
     def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
                  runtime: str = "auto", cache_dir: str | os.PathLike | None = None):
-        self.device = resolve_device(device)
+        self.device = devices.resolve_device(device)
         self.runtime = resolve_runtime(runtime, self.device, dtype)
-        torch_dtype = resolve_dtype(dtype, self.device)
+        torch_dtype = devices.resolve_dtype(dtype, self.device)
         self.model_path, model_object, self.processor = _load_checkpoint(model)
         runtime_model = None
         if self.runtime == "onnx":  # called as the model is: (pixel_values=...) -> score, base_scores, std
@@ -262,7 +266,6 @@ class ImageScorer:
         images = [pixels for _, pixels, _ in pending if pixels is not None]
         results = iter([])
         if images:
-            processor = self.processor
             shapes = {tuple(image.shape) for image in images}
             groups = [torch.stack(images)] if len(shapes) == 1 else [image[None] for image in images]
             outputs = []
@@ -270,10 +273,7 @@ class ImageScorer:
                 if self.device.type == "cuda":
                     group = group.pin_memory()
                 group = group.to(self.device, non_blocking=True)
-                pixel_values = processor.rescale_and_normalize(group, processor.do_rescale, processor.rescale_factor,
-                                                               processor.do_normalize, processor.image_mean,
-                                                               processor.image_std)
-                outputs += quality_results(self.model(pixel_values=pixel_values), self.config)
+                outputs += quality_results(self.model(pixel_values=rescale_pixels(group, self.processor)), self.config)
             results = iter(outputs)
         for key, pixels, reason in pending:
             if pixels is None:

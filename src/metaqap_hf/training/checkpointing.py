@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from ..deprecation import moved_names
+
 __all__ = [
     "atomic_directory",
     "checkpoint_path",
@@ -22,8 +24,11 @@ __all__ = [
     "list_checkpoints",
     "prune_checkpoints",
     "remove_incomplete",
-    "save_checkpoint",
+    "save_training_state",
 ]
+
+# Renamed in 0.2.0: `metaqap_hf.cards.save_checkpoint` writes a model checkpoint (model, processor, card).
+__getattr__ = moved_names(__name__, {"save_checkpoint": ".checkpointing:save_training_state"})
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 _TEMPORARY_PREFIX = ".tmp-"
@@ -87,7 +92,7 @@ def atomic_directory(destination: str | os.PathLike, write: Callable[[Path], Non
     return destination
 
 
-def save_checkpoint(accelerator, root: str | os.PathLike, step: int, keep_last: int | None = None) -> Path:
+def save_training_state(accelerator, root: str | os.PathLike, step: int, keep_last: int | None = None) -> Path:
     """`accelerator.save_state` into ``<root>/checkpoint-<step>``, atomically; then keep only the `keep_last`
     newest checkpoints (all when None). Every process must call this (each saves its own RNG state)."""
     final = checkpoint_path(root, step)

@@ -3,8 +3,8 @@ decoded-image cache.
 
     DatasetDict split (image files or embedded image bytes + MOS)
       -> image source: `build_image_cache` (decoded once, uint8, in memory or memory-mapped on disk) or
-         `DecodedImages` (decoded on every access); both run the inference path: `load_image` (through
-         `metaqap_hf.data.load_dataset_image`, which reads files and embedded bytes alike) + the image processor
+         `metaqap_hf.data.images.DecodedImages` (decoded on every access); both run the inference path:
+         `load_dataset_image` (files and embedded bytes alike) + `metaqap_hf.image_utils.resize_pixels`
       -> `QualityImageDataset` (+ `QualityAugmentation` for training) -> `QualityDataCollator` -> pixel_values, labels
 
 Samples stay uint8 until the collator, which rescales the batch with the processor's own factor, so batches equal
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from ..data.images import ImageInput, image_column, image_identity, image_label, load_dataset_image
+from ..data.images import DatasetImage, DecodedImages, image_column, image_identity
 
 __all__ = [
     "AugmentationParams",
@@ -157,29 +157,7 @@ def _sampling_grid(size: torch.Size, params: AugmentationParams, device: torch.d
 
 # Image sources
 
-class DecodedImages(Dataset):
-    """Images decoded on every access: `images[i]` is a uint8 tensor (3, H, W) as the image processor makes it
-    (decoded by `load_image`, resized, not rescaled). `images` are file paths or undecoded items of a datasets
-    ``Image`` column (`metaqap_hf.data.image_column`), embedded bytes included. Raises `ImageLoadError` naming a
-    bad image."""
-
-    def __init__(self, images: Sequence[ImageInput], image_processor):
-        self.images = images
-        self.image_processor = image_processor
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        image = load_dataset_image(self.images[index])
-        pixels = self.image_processor(images=[image], do_rescale=False, return_tensors="pt")["pixel_values"][0]
-        if pixels.dtype != torch.uint8:
-            raise TypeError(f"{image_label(self.images[index])}: the image processor returned {pixels.dtype} pixels "
-                            "with do_rescale=False; the image cache needs a processor that resizes in uint8")
-        return pixels
-
-
-def image_cache_key(images: Sequence[ImageInput], image_processor) -> str:
+def image_cache_key(images: Sequence[DatasetImage], image_processor) -> str:
     """A short hash of what the cached pixels depend on: each image's identity (a file's path, size and modification
     time, or the hash of embedded bytes; `image_identity`) and the processor's resize settings. A changed or
     replaced file gives a new key, hence a new cache file."""
@@ -190,7 +168,7 @@ def image_cache_key(images: Sequence[ImageInput], image_processor) -> str:
 
 
 def build_image_cache(
-    images: Sequence[ImageInput],
+    images: Sequence[DatasetImage],
     image_processor,
     cache_dir: str | os.PathLike | None = None,
     *,

@@ -25,15 +25,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cards import ModelCardFacts, card_evaluation, command_line, save_checkpoint
 from ..data import DatasetSource, load_dataset_source
+from ..data.images import DatasetImage, image_column, image_identity, load_dataset_image
 from ..data.splits import VALIDATION_FRACTION
-from ..data.images import ImageInput, image_column, image_identity, load_dataset_image
 from ..devices import resolve_device, resolve_dtype
 from ..factory import create_model
-from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
 from ..image_processing_metaqap import MetaQAPImageProcessor
+from ..image_utils import pixel_values
 from ..losses import get_loss
-from ..metrics import compute_iqa_metrics, srocc
+from ..metrics import ablation_metrics, compute_iqa_metrics, srocc
 from ..modeling_metaqap import MetaQAPModel, QualityHead
 from .stacking import fit_meta_learner
 
@@ -167,9 +168,9 @@ def train_frozen(
     (`validation_fraction`, ``recipe.seed``). The model comes from `metaqap_hf.factory.create_model(backbones,
     image_size=...)` on the dataset's MOS scale, with ImageNet weights when `pretrained`, or the backbones of the
     saved model `backbones_from` (quality-aware pretraining's ``final/``). Features are computed on `device`
-    (default: CUDA when available) in `feature_dtype` (``"auto"``: bfloat16 on GPUs and on CPUs that compute it
-    natively, float32 elsewhere, where bfloat16 is emulated and 25-40x slower); heads train on the CPU, which is
-    fast enough for pooled features.
+    (default: CUDA when available, `metaqap_hf.devices.resolve_device`) in `feature_dtype` (``"auto"``: bfloat16
+    on GPUs and on CPUs that compute it natively, float32 elsewhere, where bfloat16 is emulated and 25-40x slower);
+    heads train on the CPU, which is fast enough for pooled features.
     `training_command` is the command the card shows (default: how this process was started)."""
     recipe = recipe or FrozenRecipe()
     device = resolve_device(device)
@@ -206,18 +207,14 @@ def train_frozen(
         report["test_from_cached_features"] = {
             "note": f"test split, {len(test_score)} images, features in {feature_dtype}",
             "meta_learner": compute_iqa_metrics(test_score, targets["test"]),
-            "mean_of_bases": compute_iqa_metrics(test_bases.mean(1), targets["test"]),
-            **{backbone_id: compute_iqa_metrics(test_bases[:, i], targets["test"])
-               for i, backbone_id in enumerate(config.backbone_ids)},
+            **ablation_metrics(test_bases, targets["test"], config.backbone_ids),
         }
     report["wall_time_s"] = round(time.time() - started, 1)
 
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    save_checkpoint(model, processor, output_dir,
+                    _card_facts(source, report, model, recipe, training_command, backbones_from), overwrite=True)
     (output_dir / "training_report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    write_model_card(output_dir, _card_facts(source, report, model, recipe, training_command, backbones_from),
-                     overwrite=True)
     return report
 
 
@@ -246,7 +243,7 @@ def _card_facts(source: DatasetSource, report: dict, model: MetaQAPModel, recipe
 
 # Features
 
-def _cache_key(model: MetaQAPModel, index: int, images: Sequence[ImageInput], dtype: torch.dtype) -> str:
+def _cache_key(model: MetaQAPModel, index: int, images: Sequence[DatasetImage], dtype: torch.dtype) -> str:
     """Features depend on the backbone's spec and weights, the precision and the images (`image_identity`: a
     file's path, size and modification time, or the hash of embedded bytes)."""
     spec = model.config.backbones[index]
@@ -262,7 +259,7 @@ def _cache_key(model: MetaQAPModel, index: int, images: Sequence[ImageInput], dt
 def extract_features(
     model: MetaQAPModel,
     image_processor,
-    images: Sequence[ImageInput],
+    images: Sequence[DatasetImage],
     index: int,
     *,
     batch_size: int = 16,
@@ -271,9 +268,10 @@ def extract_features(
     desc: str | None = None,
 ) -> np.ndarray:
     """Features (N, D) float32 of backbone `index` for every image (file paths, or items of a datasets ``Image``
-    column: `metaqap_hf.data.image_column`), decoded and processed exactly as at inference (`load_image` + the image
-    processor), in `dtype` (``"auto"``: `metaqap_hf.devices.resolve_dtype` for the model's device). With `cache_dir`,
-    a result is saved there keyed by backbone spec and weights, dtype and images, and reused."""
+    column: `metaqap_hf.data.image_column`), decoded and processed exactly as at inference
+    (`metaqap_hf.image_utils.pixel_values`), in `dtype` (``"auto"``: `metaqap_hf.devices.resolve_dtype` for the
+    model's device). With `cache_dir`, a result is saved there keyed by backbone spec and weights, dtype and images,
+    and reused."""
     device = next(model.parameters()).device
     dtype = resolve_dtype(dtype, device)
     cache_file = None
@@ -287,9 +285,9 @@ def extract_features(
     for start in tqdm(range(0, len(images), batch_size), desc=desc or model.config.backbone_ids[index],
                       unit="batch"):
         decoded = [load_dataset_image(image) for image in images[start:start + batch_size]]
-        pixel_values = image_processor(images=decoded, return_tensors="pt")["pixel_values"].to(device)
+        batch = pixel_values(decoded, image_processor).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            chunks.append(model.base_features(pixel_values, index).float().cpu().numpy())
+            chunks.append(model.base_features(batch, index).float().cpu().numpy())
     features = np.concatenate(chunks)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

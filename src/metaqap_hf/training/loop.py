@@ -29,7 +29,7 @@ The loop reads only the two datasets it is given, `train` and `eval` (validation
 selection and early stopping cannot see a test split.
 
 Every model folder it writes (``best/``, ``final/``) gets its model card (README.md, with the validation figures
-of that model; `metaqap_hf.hub.write_model_card`), described by the `card` facts the caller gives.
+of that model; `metaqap_hf.cards.save_checkpoint`), described by the `card` facts the caller gives.
 """
 
 from __future__ import annotations
@@ -51,24 +51,33 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
+from .. import evaluation
+from ..cards import ModelCardFacts, card_evaluation, command_line, save_checkpoint
+from ..deprecation import moved_names
 from ..metrics import ensemble_metrics
 from ..modeling_metaqap import MetaQAPModel
-from .checkpointing import atomic_directory, checkpoint_path, latest_checkpoint, remove_incomplete, save_checkpoint
+from .checkpointing import (
+    atomic_directory,
+    checkpoint_path,
+    latest_checkpoint,
+    remove_incomplete,
+    save_training_state,
+)
 from .data import QualityDataCollator
 
 __all__ = [
     "AccelerateTrainingArguments",
     "MetricsLog",
-    "Predictions",
     "TrainingResult",
     "initialize_head_bias",
-    "predict",
     "read_metrics_log",
     "set_trainable",
     "train_mode",
     "train_with_accelerate",
 ]
+
+# Moved to metaqap_hf.evaluation in 0.2.0 (evaluation no longer imports training).
+__getattr__ = moved_names(__name__, {"Predictions": "..evaluation", "predict": "..evaluation"})
 
 MIXED_PRECISIONS = ("no", "bf16")
 OPTIMIZERS = ("adamw", "sgd")
@@ -292,7 +301,7 @@ class _AccelerateRun:
             if self.progress.last_eval_step != self.progress.global_step:
                 self._evaluate()
             if not checkpoint_path(self.checkpoint_root, self.progress.global_step).is_dir():
-                save_checkpoint(self.accelerator, self.checkpoint_root, self.progress.global_step,
+                save_training_state(self.accelerator, self.checkpoint_root, self.progress.global_step,
                                 self.args.keep_checkpoints)
             final_dir = self.output_dir / "final"
             if self.accelerator.is_main_process:
@@ -384,7 +393,7 @@ class _AccelerateRun:
             if args.eval_every_steps is not None and progress.global_step % args.eval_every_steps == 0:
                 stop = self._evaluate()
             if progress.global_step % args.save_every_steps == 0:
-                save_checkpoint(accelerator, self.checkpoint_root, progress.global_step, args.keep_checkpoints)
+                save_training_state(accelerator, self.checkpoint_root, progress.global_step, args.keep_checkpoints)
             if stop or progress.global_step >= self.total_steps:
                 return True
         return False
@@ -407,7 +416,7 @@ class _AccelerateRun:
     def _evaluate(self) -> bool:
         """Evaluate on the validation set, track the best model and early stopping; True to stop training."""
         args, progress = self.args, self.progress
-        predictions = predict(self.model, self.eval_loader, self.accelerator, progress=args.progress_bar)
+        predictions = evaluation.predict(self.model, self.eval_loader, self.accelerator, progress=args.progress_bar)
         self._train_mode()
         metrics = {"eval_loss": predictions.loss, **ensemble_metrics(
             predictions.scores, predictions.base_scores, predictions.labels, self.backbone_ids)}
@@ -441,9 +450,6 @@ class _AccelerateRun:
 
     def _save_model(self, directory: Path, destination: Path, metrics: dict[str, float]) -> None:
         """Write the model (and image processor) to `directory`, with the card of its final place `destination`."""
-        self.unwrapped.save_pretrained(directory)
-        if self.image_processor is not None:
-            self.image_processor.save_pretrained(directory)
         facts, processes = self.card, self.accelerator.num_processes
         evaluation = card_evaluation(metrics, dataset_name=facts.training_dataset,
                                      dataset_id=facts.training_dataset_id or "validation", split="validation",
@@ -453,8 +459,8 @@ class _AccelerateRun:
                f"process{'es' * (processes > 1)}; the evaluation below is on the validation split that chose this "
                "model, not a held-out test (`metaqap evaluate --add-to-card` adds one)")
         notes = "; ".join(note for note in (facts.training_notes, run) if note)
-        write_model_card(directory, replace(facts, training_notes=notes, evaluations=[
-            *facts.evaluations, *([evaluation] if evaluation else [])]), repo_id=str(destination))
+        card = replace(facts, training_notes=notes, evaluations=[*facts.evaluations, *([evaluation] if evaluation else [])])
+        save_checkpoint(self.unwrapped, self.image_processor, directory, card, repo_id=str(destination))
 
     def _train_mode(self) -> None:
         self.model.train()
@@ -514,48 +520,6 @@ def initialize_head_bias(model: MetaQAPModel, labels: Sequence[float]) -> float:
     for head in model.heads:
         head.set_output_bias(mean)
     return mean
-
-
-@dataclass
-class Predictions:
-    """One pass over a labelled dataset: scores (N,), base scores (N, num_backbones), labels (N,), all on the
-    checkpoint's MOS scale, and the loss averaged over images (correlation terms are per batch)."""
-
-    scores: np.ndarray
-    base_scores: np.ndarray
-    labels: np.ndarray
-    loss: float
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, dataloader, accelerator=None, *, progress: bool = True) -> Predictions:
-    """Run `model` in eval mode over `dataloader` (batches of `pixel_values` and `labels`).
-
-    With an `accelerate.Accelerator` (and a dataloader it prepared), predictions from every process are gathered
-    with the padding of the last batch removed; without one, batches are moved to the model's device.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    scores, base_scores, labels, losses, counts = [], [], [], [], []
-    show = progress and (accelerator is None or accelerator.is_local_main_process)
-    for batch in tqdm(dataloader, desc="evaluating", unit="batch", disable=not show, leave=False):
-        if accelerator is None:
-            batch = {key: value.to(device) for key, value in batch.items()}
-        output = model(**batch)
-        batch_scores, batch_bases, batch_labels = output.score.float(), output.base_scores.float(), batch["labels"]
-        batch_loss = output.loss.detach().float().reshape(1) * len(batch_labels)
-        batch_count = torch.tensor([len(batch_labels)], device=batch_loss.device, dtype=torch.float32)
-        if accelerator is not None:
-            batch_scores, batch_bases, batch_labels = accelerator.gather_for_metrics(
-                (batch_scores, batch_bases, batch_labels))
-            batch_loss, batch_count = accelerator.gather((batch_loss, batch_count))
-        scores.append(batch_scores.cpu())
-        base_scores.append(batch_bases.cpu())
-        labels.append(batch_labels.float().cpu())
-        losses.append(batch_loss.sum().cpu())
-        counts.append(batch_count.sum().cpu())
-    loss = float(torch.stack(losses).sum() / torch.stack(counts).sum())
-    return Predictions(torch.cat(scores).numpy(), torch.cat(base_scores).numpy(), torch.cat(labels).numpy(), loss)
 
 
 def read_metrics_log(path: str | os.PathLike) -> list[dict[str, Any]]:

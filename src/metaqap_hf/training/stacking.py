@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.optimize import nnls
-from torch.utils.data import DataLoader
 
-from ..configuration_metaqap import META_LEARNER_METHODS, MetaQAPConfig
+from ..cards import ModelCardFacts, card_evaluation, command_line, save_checkpoint
+from ..configuration_metaqap import META_LEARNER_METHODS
 from ..data import DatasetSource, load_dataset_source
 from ..data.splits import VALIDATION_FRACTION
-from ..hub import ModelCardFacts, card_evaluation, command_line, write_model_card
+from ..evaluation import LabelledBatches, predict
+from ..factory import create_model, load_checked_state
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..metrics import compute_iqa_metrics
 from ..modeling_metaqap import MetaQAPModel
-from .data import QualityDataCollator, quality_dataset
-from .loop import predict
 
 __all__ = ["MetaLearnerFit", "fit_meta_learner", "combine_checkpoints", "stack_checkpoints"]
 
@@ -138,20 +137,16 @@ def combine_checkpoints(checkpoints: list[str | Path]) -> MetaQAPModel:
             if getattr(model.config, key) != getattr(first, key):
                 raise ValueError(f"{path}: {key} {getattr(model.config, key)!r} differs from "
                                  f"{checkpoints[0]}'s {getattr(first, key)!r}; only like checkpoints can be stacked")
-    specs = [spec for model in models for spec in model.config.backbones]
-    config = MetaQAPConfig(backbones=specs, head_hidden_size=first.head_hidden_size, head_dropout=first.head_dropout,
-                           mos_range=first.mos_range, mos_name=first.mos_name, loss=first.loss,
-                           loss_kwargs=first.loss_kwargs)
-    combined = MetaQAPModel(config)
-    pairs = [(backbone, head) for model in models for backbone, head in zip(model.backbones, model.heads)]
-    for index, (backbone, head) in enumerate(pairs):
-        for target, source in ((combined.backbones[index], backbone), (combined.heads[index], head)):
-            source_state, target_state = source.state_dict(), target.state_dict()
-            for key, value in target_state.items():
-                if source_state[key].shape != value.shape:
-                    raise ValueError(f"{key}: shape {tuple(source_state[key].shape)} does not fit "
-                                     f"{tuple(value.shape)}")
-            target.load_state_dict(source_state, strict=True)
+    combined = create_model([spec for model in models for spec in model.config.backbones], pretrained=False,
+                            head_hidden_size=first.head_hidden_size, head_dropout=first.head_dropout,
+                            mos_range=first.mos_range, mos_name=first.mos_name, loss=first.loss,
+                            loss_kwargs=first.loss_kwargs)
+    index = 0
+    for path, model in zip(checkpoints, models):
+        for backbone, head in zip(model.backbones, model.heads):
+            load_checked_state(combined.backbones[index], backbone.state_dict(), f"{path}: backbone {index}")
+            load_checked_state(combined.heads[index], head.state_dict(), f"{path}: head {index}")
+            index += 1
     return combined
 
 
@@ -184,18 +179,14 @@ def stack_checkpoints(
         raise ValueError(f"{source.describe()}: stacking needs a validation split (validation_fraction > 0)")
     processor = MetaQAPImageProcessor.from_pretrained(checkpoints[0])
     validation = source.dataset["validation"]
-    loader = DataLoader(quality_dataset(validation, processor, cache=False), batch_size=batch_size,
-                        collate_fn=QualityDataCollator(processor.rescale_factor))
-    predictions = predict(model, loader)
+    predictions = predict(model, LabelledBatches(validation, processor, batch_size=batch_size))
     bases = model.to_unit_scale(torch.as_tensor(predictions.base_scores, dtype=torch.float64))
     fit = fit_meta_learner(bases.numpy(), model.to_unit_scale(torch.as_tensor(predictions.labels)).numpy(), method)
     model.config.set_meta_learner(**fit.as_config())
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
     stacked = model.from_unit_scale(model.combine(bases)).numpy()
     evaluation = card_evaluation(compute_iqa_metrics(stacked, predictions.labels), dataset_name=source.name,
                                  dataset_id=source.dataset_id, split="validation", num_images=len(validation))
-    write_model_card(output_dir, ModelCardFacts(
+    save_checkpoint(model, processor, output_dir, ModelCardFacts(
         training_dataset=source.name, training_dataset_id=source.dataset_id,
         training_command=training_command or command_line(),
         training_notes=(f"{len(checkpoints)} trained checkpoints combined, their {method} meta-learner fitted on "
