@@ -151,7 +151,8 @@ def measure_device(folder: str, model: str | None, device: str, dtype: str, batc
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-    from metaqap_hf.devices import resolve_device, resolve_dtype
+    from metaqap_hf.devices import resolve_device
+    from metaqap_hf.image_utils import rescale_pixels
     from metaqap_hf.pipeline_image_quality import quality_results
     from metaqap_hf.scoring import ImageInput, ImageScorer, score_to_output
     from metaqap_hf.scoring.scorer import _prepare_in_worker, _start_worker
@@ -170,9 +171,7 @@ def measure_device(folder: str, model: str | None, device: str, dtype: str, batc
             torch.cuda.synchronize(torch_device)
 
     def to_model_input(uint8_pixels: torch.Tensor) -> torch.Tensor:
-        pixels = processor.rescale_and_normalize(uint8_pixels, processor.do_rescale, processor.rescale_factor,
-                                                 processor.do_normalize, processor.image_mean, processor.image_std)
-        return pixels.contiguous(memory_format=torch.channels_last)
+        return rescale_pixels(uint8_pixels, processor).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def score_all() -> tuple[dict[str, float], list[float]]:
@@ -192,6 +191,7 @@ def measure_device(folder: str, model: str | None, device: str, dtype: str, batc
                 if jpegs:
                     decoded = decode_jpeg([read_file(path) for path in jpegs], mode=ImageReadMode.RGB,
                                           device=torch_device, apply_exif_orientation=True)
+                    # `resize_pixels`' processor call, on the whole batch and on its device
                     ready += processor(images=decoded, do_rescale=False, do_normalize=False,
                                        return_tensors="pt")["pixel_values"]
                 rest = [path for path, jpeg in zip(paths, flags) if not jpeg]
