@@ -1,6 +1,6 @@
 """Scoring throughput and memory, end to end: image files on disk -> rows in a results file.
 
-Parts (`--parts`; by default all, `gpu` only where CUDA is available):
+Parts (`--parts`):
 - workers:   files/s of `score_to_output` with 0, 1 and 2 decoding processes (the default model, float32,
              512x512 JPEGs), steady state (first row to last);
 - processes: wall time of `metaqap score` in 1 process and in 2 (`accelerate launch --multi_gpu --num_processes 2`,
@@ -9,11 +9,20 @@ Parts (`--parts`; by default all, `gpu` only where CUDA is available):
              not what could grow);
 - large:     peak RSS growth while scoring 1 and 16 100-megapixel photos (PNG: one full decode at a time; JPEG:
              decoded at a reduced size), batch size 8;
-- gpu:       photos/s on one GPU, 512x512 JPEGs, decode included (`--gpu-workers` decoding processes).
-Each measurement runs in a fresh process, so one part's peak memory never shows in another's.
+- device:    the batched path for one accelerator, 512x512 JPEGs (plus `--device-other` PNGs) on `--device`:
+             JPEGs read as bytes and decoded in batches by `torchvision.io.decode_jpeg(list, device=...)` (nvJPEG on
+             a GPU; libjpeg-turbo on the CPU, where the same code runs), other formats decoded and resized by
+             `--device-workers` processes (the library's `prepare_pixels`) into pinned memory, the processor's
+             resize on the device, the model in `--dtype` (auto: bfloat16 on GPUs) with channels-last inputs and
+             `--device-batch-size` images a forward, each batch's results read while the next is decoded. Prints
+             files/s end to end (files on disk -> scores; steady: after the first batch), the model-only ceiling
+             (forward on ready pixels), the library's `score_to_output` on the same files and device, and the
+             largest score difference from the library's scores (decoders differ slightly: nvJPEG vs libjpeg).
+Each measurement runs in a fresh process, so one part's peak memory never shows in another's. By default every part
+but `device` runs; `--device D` alone runs the device part on D.
 
     python benchmarks/score_throughput.py --output score_throughput.json
-    python benchmarks/score_throughput.py --parts gpu --gpu-images 8192 --gpu-workers 16 --dtype bfloat16
+    python benchmarks/score_throughput.py --device cuda --output score_throughput-gpu.json
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PARTS = ("workers", "processes", "rss", "large", "gpu")
+PARTS = ("workers", "processes", "rss", "large", "device")
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -134,7 +143,110 @@ def measure_large(folder: str, model: str, batch_size: int) -> dict:
             "peak_growth_mb": peak_rss_mb() - before}
 
 
-MEASUREMENTS = {"rate": measure_rate, "rss": measure_rss, "large": measure_large}
+def measure_device(folder: str, model: str | None, device: str, dtype: str, batch_size: int, workers: int,
+                   model_batches: int) -> dict:
+    """The batched path of the `device` part (module docstring)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    from metaqap_hf.devices import resolve_device
+    from metaqap_hf.image_utils import rescale_pixels
+    from metaqap_hf.pipeline_image_quality import quality_results
+    from metaqap_hf.scoring import ImageInput, ImageScorer, score_to_output
+    from metaqap_hf.scoring.scorer import _prepare_in_worker, _start_worker
+
+    torch_device = resolve_device(device)
+    scorer = ImageScorer(model, device=device, dtype=dtype, runtime="torch")  # the library's model and processor
+    net, processor, config = scorer.model, scorer.processor, scorer.config
+    files = sorted(str(path) for path in Path(folder).iterdir())
+    is_jpeg = [path.lower().endswith((".jpg", ".jpeg")) for path in files]
+    on_gpu = torch_device.type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+
+    def synchronize():
+        if on_gpu:
+            torch.cuda.synchronize(torch_device)
+
+    def to_model_input(uint8_pixels: torch.Tensor) -> torch.Tensor:
+        return rescale_pixels(uint8_pixels, processor).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def score_all() -> tuple[dict[str, float], list[float]]:
+        scores, batch_done = {}, []
+        others = [path for path, jpeg in zip(files, is_jpeg) if not jpeg]
+        with ProcessPoolExecutor(workers, initializer=_start_worker,
+                                 initargs=(processor, scorer.input_size)) as pool:
+            decoded_others = pool.map(_prepare_in_worker, [ImageInput(path, path) for path in others],
+                                      chunksize=8)  # in order, working ahead
+            other_pixels = iter(decoded_others)
+            pending = None  # the previous batch: (paths, outputs), read once the next one is queued
+            for start in range(0, len(files), batch_size):
+                paths = files[start:start + batch_size]
+                flags = is_jpeg[start:start + batch_size]
+                jpegs = [path for path, jpeg in zip(paths, flags) if jpeg]
+                ready = []
+                if jpegs:
+                    decoded = decode_jpeg([read_file(path) for path in jpegs], mode=ImageReadMode.RGB,
+                                          device=torch_device, apply_exif_orientation=True)
+                    # `resize_pixels`' processor call, on the whole batch and on its device
+                    ready += processor(images=decoded, do_rescale=False, do_normalize=False,
+                                       return_tensors="pt")["pixel_values"]
+                rest = [path for path, jpeg in zip(paths, flags) if not jpeg]
+                if rest:
+                    decoded_rest = []
+                    for path in rest:
+                        pixels, reason = next(other_pixels)
+                        if pixels is None:
+                            raise RuntimeError(f"{path}: {reason}")
+                        decoded_rest.append(pixels)
+                    stacked = torch.stack(decoded_rest)
+                    ready += (stacked.pin_memory() if on_gpu else stacked).to(torch_device, non_blocking=True)
+                ordered = jpegs + rest
+                outputs = net(pixel_values=to_model_input(torch.stack(ready)))
+                if pending is not None:
+                    scores.update(zip(pending[0], (row["raw_score"] for row in quality_results(pending[1], config))))
+                    batch_done.append(time.perf_counter())
+                pending = (ordered, outputs)
+            scores.update(zip(pending[0], (row["raw_score"] for row in quality_results(pending[1], config))))
+            batch_done.append(time.perf_counter())
+        return scores, batch_done
+
+    score_all()  # warm-up: cuDNN and oneDNN choose kernels, nvJPEG allocates
+    started = time.perf_counter()
+    scores, batch_done = score_all()
+    wall = time.perf_counter() - started
+    steady = ((len(files) - batch_size) / (batch_done[-1] - batch_done[0]) if len(batch_done) > 1 else None)
+
+    height, width = scorer.input_size
+    ready = torch.rand(batch_size, 3, height, width, device=torch_device)
+    with torch.inference_mode():
+        net(pixel_values=to_model_input(ready))
+        synchronize()
+        model_started = time.perf_counter()
+        for _ in range(model_batches):
+            net(pixel_values=to_model_input(ready))
+        synchronize()
+    ceiling = model_batches * batch_size / (time.perf_counter() - model_started)
+
+    library_scores = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        library_started = time.perf_counter()
+        score_to_output([folder], Path(scratch) / "out.jsonl", model=model, device=device, dtype=dtype,
+                        runtime="torch", batch_size=min(batch_size, 1024), num_workers=workers,
+                        on_result=lambda item: library_scores.__setitem__(item.path, item.raw_score))
+        library_wall = time.perf_counter() - library_started
+    difference = max(abs(scores[path] - library_scores[path]) for path in files)
+    return {"device": str(torch_device), "gpu": torch.cuda.get_device_name(torch_device) if on_gpu else None,
+            "dtype": str(scorer.dtype).replace("torch.", ""), "files": len(files), "jpeg_files": sum(is_jpeg),
+            "batch_size": batch_size, "workers": workers, "files_per_s": len(files) / wall,
+            "steady_files_per_s": steady, "model_only_img_per_s": ceiling,
+            "library_files_per_s": len(files) / library_wall, "max_abs_diff_vs_library": difference}
+
+
+MEASUREMENTS = {"rate": measure_rate, "rss": measure_rss, "large": measure_large, "device": measure_device}
 
 
 def in_fresh_process(name: str, **arguments) -> dict:
@@ -197,24 +309,34 @@ def part_large(scratch: Path, args) -> list[dict]:
     return rows
 
 
-def part_gpu(scratch: Path, args) -> list[dict]:
-    folder = write_jpegs(scratch / "gpu", args.gpu_images, 512)
-    return [in_fresh_process("rate", folder=str(folder), model=args.model, workers=args.gpu_workers,
-                             batch_size=args.gpu_batch_size, device="cuda", dtype=dtype)
-            for dtype in sorted({"float32", args.dtype})]
+def part_device(scratch: Path, args) -> list[dict]:
+    folder = write_jpegs(scratch / "device", args.device_images, 512)
+    for index in range(args.device_other):  # other formats go through the decoding processes
+        Image.open(folder / f"{index:06d}.jpg").save(folder / f"{index:06d}.png")
+        (folder / f"{index:06d}.jpg").unlink()
+    model = str(tiny_checkpoint(scratch / "tiny-device")) if args.model == "tiny" else args.model
+    return [in_fresh_process("device", folder=str(folder), model=model, device=args.device or "auto",
+                             dtype=args.dtype, batch_size=args.device_batch_size, workers=args.device_workers,
+                             model_batches=args.model_batches)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=PARTS, help="(default: all; gpu only with CUDA)")
-    parser.add_argument("--model", help="checkpoint for the throughput parts (default: the bundled model)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--parts", nargs="+", choices=PARTS,
+                        help="(default: all but device; with --device, device alone)")
+    parser.add_argument("--model", help="checkpoint for the throughput parts (default: the bundled model; tiny: "
+                                        "timm's tiny test model, for the device part's CI run)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--device", help="the device part's device: cuda, cuda:1, cpu (default: auto)")
     parser.add_argument("--images", type=int, default=64, help="512x512 JPEGs for the workers and processes parts")
     parser.add_argument("--rss-files", type=int, default=10_000)
     parser.add_argument("--large-side", type=int, default=10_000, help="side of the large photos, in pixels")
-    parser.add_argument("--gpu-images", type=int, default=4096)
-    parser.add_argument("--gpu-workers", type=int, default=min(16, os.cpu_count() or 1))
-    parser.add_argument("--gpu-batch-size", type=int, default=256)
+    parser.add_argument("--device-images", type=int, default=8192, help="files of the device part")
+    parser.add_argument("--device-other", type=int, default=0, help="how many of them are PNGs, not JPEGs")
+    parser.add_argument("--device-workers", type=int, default=min(16, os.cpu_count() or 1),
+                        help="decoding processes of the device part (non-JPEG files; the library's run)")
+    parser.add_argument("--device-batch-size", type=int, default=256)
+    parser.add_argument("--model-batches", type=int, default=20, help="batches timed for the model-only ceiling")
     parser.add_argument("--output", help="write the figures as JSON here")
     parser.add_argument("--measure", choices=sorted(MEASUREMENTS), help=argparse.SUPPRESS)
     parser.add_argument("--arguments", help=argparse.SUPPRESS)
@@ -225,7 +347,7 @@ def main() -> None:
 
     import torch
 
-    parts = args.parts or [part for part in PARTS if part != "gpu" or torch.cuda.is_available()]
+    parts = args.parts or (["device"] if args.device else [part for part in PARTS if part != "device"])
     report = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     with tempfile.TemporaryDirectory() as scratch:

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--gpus-per-actor", type=float, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="auto: bfloat16 where the hardware computes it natively")
     parser.add_argument("--address", help="a Ray cluster to join (default: start a local instance)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local instance")
     args = parser.parse_args()

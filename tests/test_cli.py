@@ -102,8 +102,10 @@ def _option_cases(tmp_path, photo_folder, checkpoint):
         (["--image-column", "jpg"], "error: --image-column jpg: is only used with a dataset"),
         (["--format", "xml"], "error: argument --format/-f: invalid choice: 'xml' (choose from 'table', 'csv', "
                               "'jsonl', 'json')"),
-        (["--dtype", "float64"], "error: argument --dtype: invalid choice: 'float64' (choose from 'float32', "
-                                 "'bfloat16')"),
+        (["--dtype", "float64"], "error: argument --dtype: invalid choice: 'float64' (choose from 'auto', "
+                                 "'float32', 'bfloat16')"),
+        (["--runtime", "onnx", "--dtype", "bfloat16"], "error: --runtime onnx: computes in float32; use dtype float32 "
+                                                       "or auto, or runtime torch for bfloat16"),
         (["--device", "tpu7"], "error: --device tpu7: unknown device; accepted here: auto, cpu"),
         (["--device", "cuda"], "error: --device cuda: no CUDA GPU is available here; accepted here: auto, cpu"),
         (["--device", "mps"], "error: --device mps: not available here; accepted here: auto, cpu"),

@@ -25,7 +25,7 @@ PINNED = {  # float32, through the library's scoring path
 
 @pytest.fixture(scope="module")
 def scores():
-    scorer = ImageScorer(dtype="float32")
+    scorer = ImageScorer(dtype="float32", runtime="torch")  # the pins' precision, whatever this CPU's "auto" is
     return {Path(item.path).name: item.score for item in scorer.score_files([PHOTOS], batch_size=4)}
 
 
@@ -71,3 +71,17 @@ def test_pipeline_gives_the_same_scores(scores):
     scorer = pipeline("image-quality")
     for name, score in scores.items():
         assert scorer(str(PHOTOS / name))["score"] == pytest.approx(score, abs=1e-5), name
+
+
+@pytest.mark.slow
+def test_onnx_runtime_gives_the_pinned_scores(tmp_path):
+    """`metaqap score --runtime onnx` (the export of the bundled model: a minute or two on 2 cores) scores the
+    fixture photos as PyTorch float32 does, within 1e-4."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
+    scorer = ImageScorer(runtime="onnx", cache_dir=tmp_path)
+    assert scorer.runtime == "onnx"
+    onnx_scores = {Path(item.path).name: item.score for item in scorer.score_files([PHOTOS], batch_size=3)}
+    assert onnx_scores.keys() == PINNED.keys()
+    for name, expected in PINNED.items():
+        assert onnx_scores[name] == pytest.approx(expected, abs=1e-4), name

@@ -171,7 +171,7 @@ def test_scores_outside_the_range_are_clipped_and_the_raw_value_kept(tmp_path, p
     import metaqap_hf  # noqa: F401 - registers the task
 
     low = save_tiny_checkpoint(tmp_path / "low", head_bias=-0.5)
-    item = next(ImageScorer(low, device="cpu").score_files([photos / "a.jpg"]))
+    item = next(ImageScorer(low, device="cpu", dtype="float32").score_files([photos / "a.jpg"]))
     assert item.score == 0.0 and item.raw_score < 0.0
     assert list(item.base_scores.values()) == [0.0, 0.0]
     assert item.std > 0  # the spread of the unclipped base scores
@@ -185,6 +185,8 @@ def test_scores_outside_the_range_are_clipped_and_the_raw_value_kept(tmp_path, p
     ({"device": "nonsense"}, "device", "unknown device"),
     ({"device": "meta"}, "device", "not available here"),
     ({"dtype": "float16"}, "dtype", "accepted: auto, float32, bfloat16"),
+    ({"runtime": "tensorrt"}, "runtime", "accepted: auto, torch, onnx"),
+    ({"runtime": "onnx", "dtype": "bfloat16"}, "runtime", "computes in float32"),
     ({"model": "/no/such/folder"}, "model", "no such folder"),
     ({"model": "nobody/no-model-here"}, "model", "cannot load it"),
 ])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from metaqap_hf.devices import DTYPES
+from metaqap_hf.devices import DTYPE_CHOICES
 from metaqap_hf.evaluation import ALL_SPLITS, evaluate_checkpoint
 
 from . import EXIT_OK, command_parser, library_defaults
@@ -35,8 +35,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                         help="images per forward")
     parser.add_argument("--num-workers", type=int, default=defaults["num_workers"], metavar="N",
                         help="decoding processes")
-    parser.add_argument("--dtype", choices=list(DTYPES), default=defaults["dtype"],
-                        help="bfloat16 runs under autocast (CPU and GPU)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults["dtype"],
+                        help="bfloat16 runs under autocast (CPU and GPU); auto: bfloat16 on GPUs and on CPUs that "
+                             "compute it natively (AVX512-BF16, AMX), float32 elsewhere")
     parser.add_argument("--device", default=defaults["device"], metavar="D",
                         help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--limit", type=int, default=defaults["limit"], metavar="N",

@@ -9,7 +9,7 @@ import os
 from dataclasses import asdict
 
 from metaqap_hf.configuration_metaqap import META_LEARNER_METHODS
-from metaqap_hf.devices import DTYPES
+from metaqap_hf.devices import DTYPE_CHOICES
 from metaqap_hf.factory import BACKBONE_PRESETS
 from metaqap_hf.losses import LOSSES
 from metaqap_hf.pretraining.objectives import DEFAULT_OBJECTIVE_WEIGHT, OBJECTIVES
@@ -31,7 +31,6 @@ FROZEN = library_defaults(FrozenRecipe)
 # The precision of training and feature extraction, named as everywhere else in the command line.
 MIXED_PRECISION = {"bfloat16": "bf16", "float32": "no"}
 DTYPE_OF_MIXED_PRECISION = {value: key for key, value in MIXED_PRECISION.items()}
-DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 def _weight_source(text: str) -> tuple[str, str]:
@@ -162,8 +161,9 @@ def _train_frozen_parser(command: str) -> argparse.ArgumentParser:
                         help="backbone input side (default: the preset's)")
     parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
                         help="keep pooled features here and reuse them")
-    parser.add_argument("--dtype", choices=list(DTYPES), default=DTYPE_NAMES[defaults["feature_dtype"]],
-                        help="feature extraction precision")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults["feature_dtype"],
+                        help="feature extraction precision; auto: bfloat16 on GPUs and on CPUs that compute it "
+                             "natively (AVX512-BF16, AMX), float32 elsewhere")
     parser.add_argument("--device", default=defaults["device"], metavar="D",
                         help="where features are computed (default: cuda when available)")
     parser.add_argument("--hidden-size", type=int, default=FROZEN["hidden_size"], metavar="N",
@@ -185,7 +185,7 @@ def run_train_frozen(args: argparse.Namespace) -> int:
                           folds=args.folds, loss=args.loss, meta_learner=args.meta_learner, seed=args.seed)
     report = train_frozen(args.dataset, args.output_dir, **dataset_options(args), backbones=args.backbones,
                           image_size=args.image_size, recipe=recipe, feature_cache=args.cache_dir,
-                          feature_dtype=DTYPES[args.dtype], pretrained=not args.random_init,
+                          feature_dtype=args.dtype, pretrained=not args.random_init,
                           weight_sources=dict(args.weights), backbones_from=args.backbones_from,
                           device=args.device)
     print(json.dumps({

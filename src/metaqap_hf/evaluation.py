@@ -119,7 +119,7 @@ def evaluate_checkpoint(
     mos_range: Sequence[float] | None = None,
     validation_fraction: float = VALIDATION_FRACTION,
     seed: int = 0,
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype = "auto",
     batch_size: int = 16,
     num_workers: int = 0,
     limit: int | None = None,
@@ -134,11 +134,11 @@ def evaluate_checkpoint(
     `seed` give the validation split carved from train where the source has none). `split` is ``train``,
     ``validation``, ``test`` or ``all`` (every image of every split); by default ``test`` when the dataset has
     one, else ``all``. Images go through the inference path (`load_image` + the checkpoint's image processor, no
-    augmentation), under bfloat16 autocast when `dtype` is bfloat16 (``"auto"``: where the hardware runs it natively,
-    `metaqap_hf.devices.resolve_dtype`). `limit` keeps the first N images; `device` defaults to CUDA when
-    available (`metaqap_hf.devices.resolve_device`). Writes to `output_dir`: ``metrics.json`` (the returned report:
-    `compute_iqa_metrics` plus each base model's SROCC as ``srocc_<backbone id>``), ``predictions.csv`` (image,
-    MOS, score, base scores) and, with `plot`, ``scatter.png`` (predicted score against MOS; needs matplotlib, the
+    augmentation), under bfloat16 autocast when `dtype` is bfloat16 (``"auto"``: on GPUs and on CPUs that compute it
+    natively, else float32; `metaqap_hf.devices.resolve_dtype`). `limit` keeps the first N images; `device`
+    defaults to CUDA when available (`metaqap_hf.devices.resolve_device`). Writes to `output_dir`:
+    ``metrics.json`` (the returned report: `compute_iqa_metrics` plus each base model's SROCC as
+    ``srocc_<backbone id>``), ``predictions.csv`` (image, MOS, score, base scores) and, with `plot`, ``scatter.png`` (predicted score against MOS; needs matplotlib, the
     ``plots`` extra). With `add_to_card`, the figures also go into the checkpoint's model card (its
     ``model_card.json`` and README.md), replacing an earlier row of the same dataset and split.
     """

@@ -39,7 +39,8 @@ from torch import nn
 from .image_processing_metaqap import MetaQAPImageProcessor
 from .modeling_metaqap import MetaQAPModel
 
-__all__ = ["FAULT_OUTPUT_NAME", "INPUT_NAME", "OUTPUT_NAMES", "OnnxExport", "OnnxParityError", "export_onnx"]
+__all__ = ["FAULT_OUTPUT_NAME", "INPUT_NAME", "OUTPUT_NAMES", "OnnxExport", "OnnxParityError", "export_model",
+           "export_onnx"]
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAMES = ("score", "base_scores", "std")
@@ -88,6 +89,16 @@ def _require_onnx_extra() -> None:
         raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install 'metaqap-hf[onnx]'")
 
 
+def _check_export_options(output: str | os.PathLike, opset: int | None) -> Path:
+    _require_onnx_extra()
+    if opset is not None and opset < MIN_OPSET:
+        raise ValueError(f"opset must be {MIN_OPSET} or later (antialiased Resize), got {opset}")
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output.parent}: no such folder for the ONNX file")
+    return output
+
+
 def export_onnx(
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
@@ -107,16 +118,33 @@ def export_onnx(
     written. The file is written whole or not at all (a temporary file beside it is renamed into place).
     `faults` adds the output `fault_probabilities` (a checkpoint with a fault head; else a ValueError).
     """
-    _require_onnx_extra()
-    if opset is not None and opset < MIN_OPSET:
-        raise ValueError(f"opset must be {MIN_OPSET} or later (antialiased Resize), got {opset}")
-    output = Path(output)
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent}: no such folder for the ONNX file")
+    _check_export_options(output, opset)  # before the model loads
     model = MetaQAPModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
     if faults and model.config.fault_head is None:
         raise ValueError(f"{checkpoint} has no fault head (config.fault_head is None): export it without faults")
     processor = MetaQAPImageProcessor.from_pretrained(checkpoint)
+    return export_model(model, processor, output, source=str(checkpoint), opset=opset, verify=verify,
+                        verify_batch_sizes=verify_batch_sizes, tolerance=tolerance, faults=faults)
+
+
+def export_model(
+    model: MetaQAPModel,
+    processor: MetaQAPImageProcessor,
+    output: str | os.PathLike,
+    *,
+    source: str | None = None,
+    opset: int | None = None,
+    verify: bool = True,
+    verify_batch_sizes: tuple[int, ...] = (1, 3),
+    tolerance: float = 1e-4,
+    faults: bool = False,
+) -> OnnxExport:
+    """`export_onnx` of a float32 model already loaded on the CPU, with its image processor; `source` names where
+    it came from in the file's metadata (default: the model's `name_or_path`)."""
+    output = _check_export_options(output, opset)
+    if faults and model.config.fault_head is None:
+        raise ValueError(f"{source or 'this model'} has no fault head (config.fault_head is None): export it "
+                         "without faults")
     wrapped = _ForwardOutputs(model, faults).eval()
     output_names = [*OUTPUT_NAMES, *([FAULT_OUTPUT_NAME] if faults else [])]
     size = (processor.size["height"], processor.size["width"])
@@ -135,7 +163,7 @@ def export_onnx(
         "metaqap.mos_range": json.dumps(config.mos_range),
         "metaqap.mos_name": config.mos_name,
         "metaqap.backbone_ids": json.dumps(config.backbone_ids),
-        "metaqap.source": str(checkpoint),
+        "metaqap.source": source if source is not None else str(getattr(model, "name_or_path", "")),
     })
     if faults:
         program.model.metadata_props.update({

@@ -21,6 +21,7 @@ from transformers.pipelines.pt_utils import KeyDataset
 from .deprecation import moved_names
 from .image_utils import processor_input_size, rescale_pixels, resize_pixels
 from .image_utils import to_pil_image as _to_pil_image  # private here: the public name warns (moved, below)
+from .onnx_runtime import OnnxRuntimeModel, resolve_runtime
 
 __all__ = ["DEFAULT_TOP_K_FAULTS", "ImageQualityPipeline", "check_top_k_faults", "fault_results", "quality_results"]
 
@@ -88,12 +89,17 @@ class ImageQualityPipeline(Pipeline):
     `"faults"`, the `DEFAULT_TOP_K_FAULTS` most probable fault classes (`top_k_faults=N`: the N most probable)
     as `{"label", "family", "score"}`, most probable first. Without either option the result is as above.
 
+    `runtime="onnx"` runs the model with ONNX Runtime on the CPU (float32; exported once and cached, see
+    `metaqap_hf.onnx_runtime`), `"auto"` does so where that export is already cached (a float32 model on the CPU);
+    the default, `"torch"`, runs `self.model`. Faults always come from `self.model` (PyTorch).
+
     Example:
         >>> import metaqap_hf
         >>> from transformers import pipeline
         >>> scorer = pipeline("image-quality")  # the bundled default model
         >>> scorer("photo.jpg")["score"]
         >>> scorer("photo.jpg", faults=True)["faults"][0]   # {"label": "motion blur", "family": "blur", ...}
+        >>> fast = pipeline("image-quality", runtime="onnx")  # ONNX Runtime on the CPU
     """
 
     _load_processor = False
@@ -101,6 +107,15 @@ class ImageQualityPipeline(Pipeline):
     _load_video_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+
+    def __init__(self, *args, runtime: str = "torch", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runtime = resolve_runtime(runtime, self.device, self.model.dtype)
+        self.runtime_model = None
+        if self.runtime == "onnx":
+            self.runtime_model = OnnxRuntimeModel.from_model(self.model, self.image_processor,
+                                                             export=runtime == "onnx")
+            self.runtime = "torch" if self.runtime_model is None else "onnx"
 
     def _sanitize_parameters(self, timeout=None, faults=None, top_k_faults=None, **kwargs):
         if kwargs:
@@ -141,9 +156,10 @@ class ImageQualityPipeline(Pipeline):
 
     def _forward(self, model_inputs, output_faults=False):
         pixel_values = rescale_pixels(model_inputs["pixel_values"], self.image_processor)
-        if output_faults:
+        if output_faults:  # the ONNX Runtime model gives scores only
             return self.model(pixel_values=pixel_values, output_faults=True)
-        return self.model(pixel_values=pixel_values)
+        model = self.model if self.runtime_model is None else self.runtime_model
+        return model(pixel_values=pixel_values)
 
     def postprocess(self, model_outputs, top_k_faults=None):
         return quality_results(model_outputs, self.model.config, top_k_faults)[0]

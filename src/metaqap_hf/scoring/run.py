@@ -127,7 +127,8 @@ def score_to_output(
     *,
     model: str | os.PathLike | None = None,
     device: str = "auto",
-    dtype: str = "float32",
+    dtype: str = "auto",
+    runtime: str = "auto",
     batch_size: int = 8,
     num_workers: int = 0,
     format: str | None = None,
@@ -135,10 +136,11 @@ def score_to_output(
     top_k_faults: int | None = None,
     on_result: Callable[[ScoredImage], None] | None = None,
 ) -> ScoringRun:
-    """Score `inputs` (an `ImageInputs`, or paths) with `model` and write the rows to `output` (a file, a pipe or
-    device, or ``"-"``/None for standard output) in `format` (default: from `output`'s suffix, else a table) as
-    they come. With `resume`, inputs already in `output` are skipped and the new rows appended. With
-    `top_k_faults`, each row also names that many of the most probable faults (a model with a fault head).
+    """Score `inputs` (an `ImageInputs`, or paths) with `model` (on `device`, in `dtype`, by `runtime`: see
+    `ImageScorer`) and write the rows to `output` (a file, a pipe or device, or ``"-"``/None for standard output)
+    in `format` (default: from `output`'s suffix, else a table) as they come. With `resume`, inputs already in
+    `output` are skipped and the new rows appended. With `top_k_faults`, each row also names that many of the most
+    probable faults (a model with a fault head).
 
     Every option is checked before any scoring (`OptionError`); `on_result` sees each `ScoredImage` (skipped ones
     too) as it comes. Returns the `ScoringRun`; Ctrl-C raises `ScoringInterrupted` carrying it, after the rows
@@ -163,7 +165,7 @@ def score_to_output(
         part = ResultWriter(str(part_path(output, group.rank, group.world)), "jsonl", resume=resume) \
             if group.world > 1 else None
         writer = part or final
-        scorer = ImageScorer(model, device=device, dtype=dtype, top_k_faults=top_k_faults)
+        scorer = ImageScorer(model, device=device, dtype=dtype, runtime=runtime, top_k_faults=top_k_faults)
         created_group = group.join()
         run.mos_name, run.mos_range = scorer.config.mos_name, tuple(scorer.config.mos_range)
         info = {"model": scorer.model_path, "mos_name": run.mos_name, "mos_range": list(run.mos_range)}

@@ -26,6 +26,7 @@ from ..default_model import DEFAULT_MODEL_PATH
 from ..deprecation import moved_names
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import ImageLoadError, load_image, processor_input_size, rescale_pixels, resize_pixels
+from ..onnx_runtime import OnnxRuntimeModel, resolve_runtime
 from ..pipeline_image_quality import check_top_k_faults, quality_results
 from .inputs import ImageInput, ImageInputs
 from .options import OptionError, check_counts
@@ -202,29 +203,46 @@ class _Decoder:
 
 # ------------------------------------------------------------------------------------------------------ scoring
 class ImageScorer:
-    """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) with its weights
-    in `dtype` (``"float32"`` or ``"bfloat16"``, faster on GPUs and on CPUs with AVX512-BF16), as
-    `pipeline(...)` runs it. `model` is a checkpoint folder or hub id (default: the bundled model). With
-    `top_k_faults`, each result also names the most probable faults (a checkpoint with a fault head). Bad values
-    raise `OptionError` naming the option.
+    """A MetaQAP checkpoint ready to score images on `device` (``"auto"``: a GPU when there is one) in `dtype`
+    (``"auto"``: bfloat16 on GPUs and on CPUs that compute it natively, float32 elsewhere; or ``"float32"``,
+    ``"bfloat16"``), by `runtime`: ``"torch"``; ``"onnx"``, ONNX Runtime on the CPU in float32 (the checkpoint is
+    exported once into `cache_dir`, default ``$HF_HOME/metaqap/onnx``, and checked against PyTorch: see
+    `metaqap_hf.onnx_runtime`); or ``"auto"``, ONNX Runtime where its export of this checkpoint is already cached
+    (on the CPU, with the `onnx` extra, float32 or auto asked for), else PyTorch. `runtime` and `dtype` then say
+    what was chosen. Scores are those `pipeline(...)` computes. With `top_k_faults`, each result also names the most
+    probable faults (a checkpoint with a fault head; PyTorch runs it). `model` is a checkpoint folder or hub id
+    (default: the bundled model). Bad values raise `OptionError` naming the option.
 
         >>> scorer = ImageScorer()
         >>> for item in scorer.score_files(["photos/"]):   # results in input order, as they come
         ...     print(item.path, item.score if item.ok else item.reason)
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32",
-                 top_k_faults: int | None = None):
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
+                 runtime: str = "auto", cache_dir: str | os.PathLike | None = None, top_k_faults: int | None = None):
         self.device = devices.resolve_device(device)
-        self.dtype = devices.resolve_dtype(dtype, self.device)
+        self.runtime = resolve_runtime(runtime, self.device, dtype)
+        torch_dtype = devices.resolve_dtype(dtype, self.device)
         self.model_path, model_object, self.processor = _load_checkpoint(model)
         if top_k_faults is not None:
             try:
                 check_top_k_faults(top_k_faults, model_object.config)
             except ValueError as error:
                 raise OptionError("top_k_faults", top_k_faults, str(error)) from None
+            if runtime == "onnx":
+                raise OptionError("runtime", runtime, "the ONNX Runtime backend gives no faults; use runtime torch "
+                                                      "(or auto) with top_k_faults")
+            self.runtime = "torch"
         self.top_k_faults = top_k_faults
-        self.model = model_object.eval().to(self.device, self.dtype)
+        runtime_model = None
+        if self.runtime == "onnx":  # called as the model is: (pixel_values=...) -> score, base_scores, std
+            runtime_model = OnnxRuntimeModel.from_model(model_object.eval().float(), self.processor,
+                                                        cache_dir=cache_dir, export=runtime == "onnx")
+        if runtime_model is None:
+            self.runtime, self.dtype = "torch", torch_dtype
+            self.model = model_object.eval().to(self.device, self.dtype)
+        else:
+            self.dtype, self.model = torch.float32, runtime_model
         self.config = self.model.config
         self.input_size = processor_input_size(self.processor)
 

@@ -109,7 +109,8 @@ class ScoringService:
         # image), so requests that ask for them and requests that do not share batches; `score_images` drops them
         # from the results of requests that did not ask.
         self.has_fault_head = self.scorer.config.fault_head is not None
-        top_k_faults = DEFAULT_TOP_K_FAULTS if self.has_fault_head else None
+        self.gives_faults = self.has_fault_head and self.scorer.runtime == "torch"  # ONNX Runtime runs scores only
+        top_k_faults = DEFAULT_TOP_K_FAULTS if self.gives_faults else None
         self.batcher = DynamicBatcher(functools.partial(self.scorer.score_pixels, top_k_faults=top_k_faults),
                                       max_batch=self.limits.max_batch,
                                       max_wait=self.limits.max_wait_ms / 1000, on_batch=self.metrics.batch_scored)
@@ -175,6 +176,9 @@ class ScoringService:
         `pipeline("image-quality", faults=True)` gives them (a model without a fault head refuses it)."""
         if faults and not self.has_fault_head:
             raise OptionError("faults", True, "this model has no fault head, so it gives no faults output")
+        if faults and not self.gives_faults:
+            raise OptionError("faults", True, f"the {self.scorer.runtime} runtime gives no faults output; serve with "
+                                              "runtime torch")
         loop = asyncio.get_running_loop()
         prepared = await asyncio.gather(*(loop.run_in_executor(self._decoders, self._prepare, name, data)
                                           for name, data in images))

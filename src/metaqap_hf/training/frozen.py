@@ -29,7 +29,7 @@ from ..cards import ModelCardFacts, card_evaluation, command_line, save_checkpoi
 from ..data import DatasetSource, load_dataset_source
 from ..data.images import DatasetImage, image_column, image_identity, load_dataset_image
 from ..data.splits import VALIDATION_FRACTION
-from ..devices import resolve_device
+from ..devices import resolve_device, resolve_dtype
 from ..factory import create_model
 from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import pixel_values
@@ -152,7 +152,7 @@ def train_frozen(
     image_size: int | None = None,
     recipe: FrozenRecipe | None = None,
     feature_cache: str | os.PathLike | None = None,
-    feature_dtype: torch.dtype = torch.bfloat16,
+    feature_dtype: str | torch.dtype = "auto",
     pretrained: bool = True,
     weight_sources: Mapping[str, str | os.PathLike] | None = None,
     backbones_from: str | os.PathLike | None = None,
@@ -168,9 +168,13 @@ def train_frozen(
     (`validation_fraction`, ``recipe.seed``). The model comes from `metaqap_hf.factory.create_model(backbones,
     image_size=...)` on the dataset's MOS scale, with ImageNet weights when `pretrained`, or the backbones of the
     saved model `backbones_from` (quality-aware pretraining's ``final/``). Features are computed on `device`
-    (default: CUDA when available, `metaqap_hf.devices.resolve_device`); heads train on the CPU, which is fast enough for pooled features.
+    (default: CUDA when available, `metaqap_hf.devices.resolve_device`) in `feature_dtype` (``"auto"``: bfloat16
+    on GPUs and on CPUs that compute it natively, float32 elsewhere, where bfloat16 is emulated and 25-40x slower);
+    heads train on the CPU, which is fast enough for pooled features.
     `training_command` is the command the card shows (default: how this process was started)."""
     recipe = recipe or FrozenRecipe()
+    device = resolve_device(device)
+    feature_dtype = resolve_dtype(feature_dtype, device)
     started = time.time()
     source = load_dataset_source(dataset, data_dir, mos_range=mos_range, validation_fraction=validation_fraction,
                                  seed=recipe.seed)
@@ -183,7 +187,7 @@ def train_frozen(
                          mos_name=source.mos_name, loss=recipe.loss, head_hidden_size=recipe.hidden_size,
                          head_dropout=recipe.dropout).eval()
     config = model.config
-    model.to(resolve_device(device))
+    model.to(device)
     processor = MetaQAPImageProcessor()
     features = {
         split: [extract_features(model, processor, image_column(source.dataset[split]), i, dtype=feature_dtype,
@@ -259,14 +263,17 @@ def extract_features(
     index: int,
     *,
     batch_size: int = 16,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: str | torch.dtype = "auto",
     cache_dir: str | os.PathLike | None = None,
     desc: str | None = None,
 ) -> np.ndarray:
     """Features (N, D) float32 of backbone `index` for every image (file paths, or items of a datasets ``Image``
     column: `metaqap_hf.data.image_column`), decoded and processed exactly as at inference
-    (`metaqap_hf.image_utils.pixel_values`). With `cache_dir`, a result is saved there keyed by backbone spec and weights, dtype and images, and
-    reused."""
+    (`metaqap_hf.image_utils.pixel_values`), in `dtype` (``"auto"``: `metaqap_hf.devices.resolve_dtype` for the
+    model's device). With `cache_dir`, a result is saved there keyed by backbone spec and weights, dtype and images,
+    and reused."""
+    device = next(model.parameters()).device
+    dtype = resolve_dtype(dtype, device)
     cache_file = None
     if cache_dir is not None:
         name = model.config.backbone_ids[index].replace("@", "_")
@@ -274,7 +281,6 @@ def extract_features(
         if cache_file.is_file():
             return np.load(cache_file)
     model.eval()
-    device = next(model.parameters()).device
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc or model.config.backbone_ids[index],
                       unit="batch"):
