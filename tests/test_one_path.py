@@ -43,11 +43,11 @@ def pipeline_scores(checkpoint):
 
 def test_the_pipeline_scorer_command_line_and_demo_agree(checkpoint, pipeline_scores, tmp_path):
     assert len(PHOTOS) == 4 and len({round(score, 5) for score in pipeline_scores}) == 4  # distinct photos
-    scorer = ImageScorer(checkpoint, device="cpu")
+    scorer = ImageScorer(checkpoint, device="cpu", dtype="float32")  # the pipeline's precision
     library = [item.score for item in scorer.score_files(PHOTOS)]
     output = tmp_path / "scores.jsonl"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["score", *map(str, PHOTOS), "--model", str(checkpoint), "--device", "cpu",
+        assert main(["score", *map(str, PHOTOS), "--model", str(checkpoint), "--device", "cpu", "--dtype", "float32",
                      "--output", str(output)]) == 0
     command = {Path(row["path"]).name: row["score"] for row in map(json.loads, output.read_text().splitlines())}
     np.testing.assert_allclose(library, pipeline_scores, rtol=0, atol=AGREE)

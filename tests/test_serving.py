@@ -40,7 +40,8 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(checkpoint, photos):
     """The library's result for each photo (float32, as the services below run)."""
-    return {Path(item.path).name: item for item in ImageScorer(checkpoint, device="cpu").score_files([photos])}
+    scorer = ImageScorer(checkpoint, device="cpu", dtype="float32")
+    return {Path(item.path).name: item for item in scorer.score_files([photos])}
 
 
 def service(checkpoint, **limits) -> ScoringService:

@@ -341,10 +341,10 @@ def _train_faults_parser(command: str) -> argparse.ArgumentParser:
                         help="--content-dataset's score scale, for a table")
     parser.add_argument("--cache-dir", default=defaults["feature_cache"], metavar="DIR",
                         help="keep the features here (in chunks) and reuse them")
-    parser.add_argument("--dtype", choices=list(DTYPES), default=DTYPE_NAMES[defaults["feature_dtype"]],
-                        help="feature extraction precision")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults["feature_dtype"],
+                        help="feature extraction precision (auto: bfloat16 where the hardware computes it natively)")
     parser.add_argument("--device", default=defaults["device"], metavar="D",
-                        help="where features are computed (default: cuda when available)")
+                        help="where features are computed (auto: a GPU when there is one)")
     parser.add_argument("--distorted-per-pristine", type=int, default=recipe["distorted_per_pristine"], metavar="N",
                         help="distorted versions of each pristine training photo")
     parser.add_argument("--distorted-per-image", type=int, default=recipe["distorted_per_image"], metavar="N",
@@ -371,7 +371,7 @@ def run_train_faults(args: argparse.Namespace) -> int:
                          max_epochs=args.max_epochs, seed=args.seed)
     report = train_faults(args.model, args.output_dir, pristine=args.pristine_dir,
                           content=args.content_dataset, data_dir=args.data_dir, mos_range=args.mos_range,
-                          recipe=recipe, feature_cache=args.cache_dir, feature_dtype=DTYPES[args.dtype],
+                          recipe=recipe, feature_cache=args.cache_dir, feature_dtype=args.dtype,
                           device=args.device)
     print(json.dumps({key: report[key] for key in ("samples", "epochs", "none_offset", "wall_time_s")} | {
         "checkpoint": str(args.output_dir),

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..cards import command_line
 from ..default_model import DEFAULT_MODEL_PATH
+from ..devices import resolve_device, resolve_dtype
 from ..distortions import DISTORTION_TYPES, NUM_LEVELS, distort
 from ..distortions.families import NO_FAULT, fault_head_spec
 from ..files import walk_files
@@ -277,8 +278,8 @@ def train_faults(
     mos_range: Sequence[float] | None = None,
     recipe: FaultRecipe | None = None,
     feature_cache: str | os.PathLike | None = None,
-    feature_dtype: torch.dtype = torch.bfloat16,
-    device: str | None = None,
+    feature_dtype: str | torch.dtype = "auto",
+    device: str | None = "auto",
     training_command: str | None = None,
 ) -> dict:
     """Give `checkpoint` (None: the bundled default model) a fault head trained on synthetic distortions of the
@@ -299,7 +300,9 @@ def train_faults(
     model = MetaQAPModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
     half_precision = _stored_in_half_precision(checkpoint)  # asked before output_dir (perhaps the same) is written
     processor = MetaQAPImageProcessor.from_pretrained(checkpoint)
-    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
+    feature_dtype = resolve_dtype(feature_dtype, device)  # "auto": bfloat16 only where the hardware has it
+    model.to(device)
     features = extract_sample_features(model, processor, samples, dtype=feature_dtype,
                                        cache_dir=feature_cache)
     model.to("cpu")
