@@ -387,8 +387,8 @@ def command_run(corpus, checkpoint, tmp_path_factory):
     stderr = io.StringIO()
     capture.setattr("sys.stderr", stderr)
     try:
-        status = main(["score", str(corpus), "--model", str(checkpoint), "--batch-size", "1", "--output",
-                       str(output)])
+        status = main(["score", str(corpus), "--model", str(checkpoint), "--batch-size", "1",
+                       "--dtype", "float32", "--output", str(output)])  # float32: the pipeline's precision
     finally:
         capture.undo()
     rows = {}

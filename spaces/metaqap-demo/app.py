@@ -196,7 +196,8 @@ def score_card(item: ScoredImage, mos_range: tuple[float, float]) -> str:
 
 def build_demo(model: str | os.PathLike | None = None) -> gr.Blocks:
     """The page, scoring with `model` (default: $METAQAP_DEMO_MODEL, else the bundled default model)."""
-    scorer = ImageScorer(model or os.environ.get("METAQAP_DEMO_MODEL") or None)
+    # PyTorch in float32: the scores pipeline("image-quality") gives, and the fault head's output
+    scorer = ImageScorer(model or os.environ.get("METAQAP_DEMO_MODEL") or None, dtype="float32", runtime="torch")
     config = scorer.config
     if config.fault_head is not None:  # known once the model is loaded: the scorer's option, set here
         scorer.top_k_faults = TOP_FAULTS

@@ -28,8 +28,8 @@ from .modeling_metaqap import ImageQualityOutput, MetaQAPModel, MetaQAPPreTraine
 from .pipeline_image_quality import ImageQualityPipeline
 from .quality_loss import QualityLoss
 from .remote_code import export_remote_code
+from .version import __version__
 
-__version__ = "0.2.0"  # the one place: setup.cfg reads it
 
 __all__ = [
     "DEFAULT_MODEL_NAME",

@@ -32,6 +32,7 @@ from .devices import resolve_dtype
 from .errors import OptionError
 from .export import INPUT_NAME, OUTPUT_NAMES, export_model
 from .modeling_metaqap import ImageQualityOutput, MetaQAPModel
+from .version import __version__
 
 __all__ = ["EXPORT_CONTRACT", "INSTALL_HINT", "RUNTIMES", "OnnxRuntimeModel", "allowed_cores", "onnx_cache_dir",
            "onnx_cache_key", "onnxruntime_available", "resolve_runtime"]
@@ -96,8 +97,6 @@ def onnx_cache_dir() -> Path:
 def onnx_cache_key(model: MetaQAPModel, input_size: tuple[int, int]) -> str:
     """The cache key of `model`'s export at `input_size` (module docstring)."""
     import onnxruntime
-
-    from . import __version__
 
     config = {key: value for key, value in model.config.to_dict().items()
               if not key.startswith("_") and key not in ("name_or_path", "transformers_version", "dtype")}

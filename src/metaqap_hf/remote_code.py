@@ -18,6 +18,11 @@ REMOTE_CODE_FILES = (
     "deprecation.py",
     "pipeline_image_quality.py",
     "losses.py",
+    "onnx_runtime.py",  # the pipeline's runtime="onnx", and what it imports
+    "export.py",
+    "devices.py",
+    "errors.py",
+    "version.py",
 )
 TASK = "image-quality"
 
