@@ -42,6 +42,7 @@ from ..image_processing_metaqap import MetaQAPImageProcessor
 from ..image_utils import load_image_tensor, pixel_values
 from ..modeling_metaqap import FaultHead, MetaQAPModel
 from ..weights import store_in_half_precision
+from .frozen import fit_on_features
 
 __all__ = ["FaultRecipe", "FaultSample", "fault_features", "fault_samples", "render_sample", "split_pristine",
            "train_fault_head", "train_faults"]
@@ -223,19 +224,10 @@ def train_fault_head(features: np.ndarray, targets: np.ndarray, num_classes: int
     x, y = torch.from_numpy(features), torch.from_numpy(targets).long()
     counts = torch.bincount(y, minlength=num_classes).float()
     weights = torch.where(counts > 0, len(y) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    history = []
-    for _ in range(epochs):
-        head.train()
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), recipe.batch_size):
-            batch = order[start:start + recipe.batch_size]
-            loss = F.cross_entropy(head(x[batch]), y[batch], weight=weights)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        if validation is not None:
-            history.append(_family_accuracy(head, *validation, families))
+    after_epoch = None if validation is None else lambda head: _family_accuracy(head, *validation, families)
+    history = fit_on_features(head, x, y, lambda logits, target: F.cross_entropy(logits, target, weight=weights),
+                              epochs=epochs, batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
+                              weight_decay=recipe.weight_decay, generator=generator, after_epoch=after_epoch)
     head.eval()
     return head, history
 

@@ -81,21 +81,33 @@ def train_head(
     head.feature_std.copy_(torch.from_numpy(features.std(0) + 1e-6))
     head.set_output_bias(float(targets.mean()))
     x, y = torch.from_numpy(features), torch.from_numpy(targets.astype(np.float32))
-    loss_fn = get_loss(recipe.loss)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    after_epoch = None if validation is None else lambda head: srocc(_predict(head, validation[0]), validation[1])
+    history = fit_on_features(head, x, y, get_loss(recipe.loss), epochs=epochs, batch_size=recipe.batch_size,
+                              learning_rate=recipe.learning_rate, weight_decay=recipe.weight_decay,
+                              generator=generator, after_epoch=after_epoch)
+    return head, history
+
+
+def fit_on_features(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, *, epochs: int,
+                    batch_size: int, learning_rate: float, weight_decay: float, generator: torch.Generator,
+                    after_epoch=None) -> list:
+    """Train `head` on cached features `x` for targets `y`: AdamW, `epochs` passes in minibatches shuffled by
+    `generator`. Returns `after_epoch(head)` of every epoch (empty without it). The quality heads and the fault
+    head both learn this way."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=weight_decay)
     history = []
     for _ in range(epochs):
         head.train()
         order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), recipe.batch_size):
-            batch = order[start:start + recipe.batch_size]
+        for start in range(0, len(x), batch_size):
+            batch = order[start:start + batch_size]
             loss = loss_fn(head(x[batch]), y[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        if validation is not None:
-            history.append(srocc(_predict(head, validation[0]), validation[1]))
-    return head, history
+        if after_epoch is not None:
+            history.append(after_epoch(head))
+    return history
 
 
 def fit_frozen_heads(
